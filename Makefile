@@ -1,0 +1,212 @@
+# Trine build.
+#
+#   make            build bin/ and lib/            make test     install deps, build, run every test
+#   make run        local 3-node cluster           make lint     clang-tidy + cppcheck
+#   make SAN=1 ...  ASan+UBSan build (build/san)   make fuzz     libFuzzer targets, FUZZ_SECONDS each
+#   make sim        Raft simulation, SEEDS=N SEED=S              make proto    regenerate from proto/
+#   make format     clang-format the tree          make install  PREFIX=/usr/local
+#
+# Layout: internal/<module>/*.c -> build/<flavour>/lib/lib<module>.a; a module
+# links only the modules listed in LINK_<module> (DESIGN.md section 4: lower
+# modules never depend on higher ones). tests/unit/test_<module>.c is one
+# cmocka binary per module. cmd/<name>/*.c -> bin/<name>.
+
+SAN ?= 0
+FUZZ ?= 0
+PREFIX ?= /usr/local
+FUZZ_SECONDS ?= 60
+SEEDS ?= 2000
+SEED ?=
+
+ifeq ($(SAN),1)
+  FLAVOUR := san
+  SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+else ifeq ($(FUZZ),1)
+  FLAVOUR := fuzz
+  CC := clang
+  SANFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+              -fno-omit-frame-pointer -DTRINE_FUZZING=1
+else
+  FLAVOUR := rel
+  SANFLAGS :=
+endif
+
+BUILD := build/$(FLAVOUR)
+# The default build puts user-facing binaries in bin/ and lib/; other flavours keep theirs apart.
+ifeq ($(FLAVOUR),rel)
+  BINDIR := bin
+  LIBDIR := lib
+else
+  BINDIR := $(BUILD)/bin
+  LIBDIR := $(BUILD)/pub
+endif
+
+PKGS := libevent libevent_openssl libevent_pthreads msgpack openssl libxxhash libisal
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+
+OPT ?= -O2
+CPPFLAGS += -Iinternal -D_GNU_SOURCE
+CFLAGS += -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+          -Wmissing-prototypes -Wno-missing-field-initializers -fPIC $(SANFLAGS) $(PKG_CFLAGS)
+LDFLAGS += $(SANFLAGS)
+EXT_LIBS = $(PKG_LIBS) -lleveldb -lpthread -lm
+
+# Module dependencies, in link order (a module before what it uses).
+LINK_base      := base
+LINK_codec     := codec base
+LINK_ring      := ring base
+LINK_raft      := raft base
+LINK_wal       := wal base
+LINK_store     := store base
+LINK_metrics   := metrics base
+LINK_transport := transport codec base
+LINK_replica   := replica raft wal store codec metrics base
+LINK_server    := server replica transport ring raft wal store codec metrics base
+LINK_client    := client codec base
+
+# Binaries under cmd/ and what they link.
+LINK_cmd_trine-bench := store wal codec base
+LINK_cmd_trined      := server replica transport ring raft wal store codec metrics base
+LINK_cmd_trine       := client codec base
+
+MODULES := $(notdir $(wildcard internal/*))
+CMDS := $(notdir $(wildcard cmd/*))
+UNIT_TESTS := $(patsubst tests/unit/test_%.c,%,$(wildcard tests/unit/test_*.c))
+
+modlibs = $(foreach m,$(filter $(MODULES),$(1)),$(BUILD)/lib/lib$(m).a)
+objs_of = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(1)/*.c))
+
+TESTLIB_OBJS := $(call objs_of,tests/lib)
+TESTLIB := $(BUILD)/lib/libtestlib.a
+
+.PHONY: all deps test test-all run lint format proto proto-check fuzz fuzz-short sim \
+        install clean bench-storage unit
+
+all: $(foreach c,$(CMDS),$(BINDIR)/$(c))
+
+# --- objects and archives ------------------------------------------------------
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/tests/%.o: CPPFLAGS += -Itests/lib
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+define module_rule
+$(BUILD)/lib/lib$(1).a: $(call objs_of,internal/$(1))
+	@mkdir -p $$(@D)
+	rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach m,$(MODULES),$(eval $(call module_rule,$(m))))
+
+$(TESTLIB): $(TESTLIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+# --- binaries -----------------------------------------------------------------
+
+define cmd_rule
+$(BINDIR)/$(1): $(call objs_of,cmd/$(1)) $(call modlibs,$(LINK_cmd_$(1)))
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(EXT_LIBS)
+endef
+$(foreach c,$(CMDS),$(eval $(call cmd_rule,$(c))))
+
+# --- tests --------------------------------------------------------------------
+
+define unit_rule
+$(BUILD)/tests/test_$(1): $(BUILD)/obj/tests/unit/test_$(1).o $(TESTLIB) $(call modlibs,$(LINK_$(1)))
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(EXT_LIBS) $$(CMOCKA_LIBS)
+endef
+$(foreach t,$(UNIT_TESTS),$(eval $(call unit_rule,$(t))))
+
+# tests/raft: main_<x>.c gives binary raft_<x>; the other files are shared by all of them.
+RAFT_MAINS := $(patsubst tests/raft/main_%.c,%,$(wildcard tests/raft/main_*.c))
+RAFT_COMMON := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out tests/raft/main_%.c,$(wildcard tests/raft/*.c)))
+define raft_rule
+$(BUILD)/tests/raft_$(1): $(BUILD)/obj/tests/raft/main_$(1).o $(RAFT_COMMON) $(TESTLIB) $(call modlibs,$(LINK_raft))
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(EXT_LIBS) $$(CMOCKA_LIBS)
+endef
+$(foreach t,$(RAFT_MAINS),$(eval $(call raft_rule,$(t))))
+
+TEST_BINS := $(foreach t,$(UNIT_TESTS),$(BUILD)/tests/test_$(t)) \
+             $(foreach t,$(RAFT_MAINS),$(BUILD)/tests/raft_$(t))
+
+unit: $(TEST_BINS)
+
+# tests/fuzz/fuzz_<x>.c links the modules in LINK_fuzz_<x>.
+FUZZERS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+LINK_fuzz_codec := codec base
+LINK_fuzz_wal   := wal base
+define fuzz_rule
+$(BUILD)/fuzz/fuzz_$(1): $(BUILD)/obj/tests/fuzz/fuzz_$(1).o $(TESTLIB) $(call modlibs,$(LINK_fuzz_$(1)))
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -fsanitize=fuzzer -o $$@ $$^ $$(EXT_LIBS)
+endef
+ifeq ($(FUZZ),1)
+$(foreach f,$(FUZZERS),$(eval $(call fuzz_rule,$(f))))
+fuzzers: $(foreach f,$(FUZZERS),$(BUILD)/fuzz/fuzz_$(f))
+endif
+
+# --- the two commands ---------------------------------------------------------
+
+deps:
+	@scripts/install-deps.sh
+
+# `make test`: install what is missing, build everything (normal or SAN=1), run every suite.
+test: deps
+	@$(MAKE) --no-print-directory test-all
+
+test-all: proto-check all unit
+	@$(MAKE) --no-print-directory FUZZ=1 SAN=0 fuzzers
+	@BUILD=$(BUILD) BINDIR=$(BINDIR) FUZZ_BUILD=build/fuzz tests/run.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh
+
+# --- other targets ------------------------------------------------------------
+
+proto:
+	@scripts/gen-proto.py
+
+proto-check:
+	@scripts/gen-proto.py --check
+
+fuzz: deps
+	@$(MAKE) --no-print-directory FUZZ=1 fuzzers
+	@FUZZ_BUILD=build/fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
+
+sim: deps
+	@$(MAKE) --no-print-directory $(BUILD)/tests/raft_sim
+	$(BUILD)/tests/raft_sim --seeds $(SEEDS) $(if $(SEED),--seed $(SEED))
+
+bench-storage: all
+	$(BINDIR)/trine-bench storage --workload fsync --seconds 3
+	$(BINDIR)/trine-bench storage --workload wal --seconds 3
+
+SRC_C := $(shell find internal cmd tests -name '*.c' -not -path '*/checker/*' 2>/dev/null)
+SRC_H := $(shell find internal cmd tests -name '*.h' 2>/dev/null)
+
+lint: deps
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
+	  --std=c11 --inline-suppr -Iinternal --suppress=missingIncludeSystem \
+	  --suppress=unknownMacro internal cmd
+	clang-tidy --quiet $(filter internal/% cmd/%,$(SRC_C)) -- $(CPPFLAGS) -std=c11 $(PKG_CFLAGS)
+	clang-format --dry-run --Werror $(SRC_C) $(SRC_H)
+
+format:
+	clang-format -i $(SRC_C) $(SRC_H)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(foreach c,$(CMDS),$(BINDIR)/$(c)) $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf build bin lib
