@@ -185,7 +185,7 @@ fuzz: deps
 
 sim: deps
 	@$(MAKE) --no-print-directory $(BUILD)/tests/raft_sim
-	$(BUILD)/tests/raft_sim --seeds $(SEEDS) $(if $(SEED),--seed $(SEED))
+	$(BUILD)/tests/raft_sim $(if $(SEED),--seed $(SEED) --trace,--seeds $(SEEDS))
 
 bench-storage: all
 	$(BINDIR)/trine-bench storage --workload fsync --seconds 3
