@@ -32,6 +32,15 @@ else
 endif
 
 BUILD := build/$(FLAVOUR)
+
+# V=1 shows full command lines.
+ifeq ($(V),1)
+  Q :=
+  say = @true
+else
+  Q := @
+  say = @printf '  %-5s %s\n' $(1) $(2)
+endif
 # The default build puts user-facing binaries in bin/ and lib/; other flavours keep theirs apart.
 ifeq ($(FLAVOUR),rel)
   BINDIR := bin
@@ -65,9 +74,10 @@ LINK_transport := transport codec base
 LINK_replica   := replica raft wal store codec metrics base
 LINK_server    := server replica transport ring raft wal store codec metrics base
 LINK_client    := client codec base
+LINK_bench     := bench store wal base
 
 # Binaries under cmd/ and what they link.
-LINK_cmd_trine-bench := store wal codec base
+LINK_cmd_trine-bench := bench store wal codec base
 LINK_cmd_trined      := server replica transport ring raft wal store codec metrics base
 LINK_cmd_trine       := client codec base
 
@@ -90,7 +100,8 @@ all: $(foreach c,$(CMDS),$(BINDIR)/$(c))
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(call say,CC,$<)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/obj/tests/%.o: CPPFLAGS += -Itests/lib
 
@@ -99,20 +110,23 @@ $(BUILD)/obj/tests/%.o: CPPFLAGS += -Itests/lib
 define module_rule
 $(BUILD)/lib/lib$(1).a: $(call objs_of,internal/$(1))
 	@mkdir -p $$(@D)
-	rm -f $$@ && ar rcs $$@ $$^
+	$$(call say,AR,$$@)
+	$$(Q)rm -f $$@ && ar rcs $$@ $$^
 endef
 $(foreach m,$(MODULES),$(eval $(call module_rule,$(m))))
 
 $(TESTLIB): $(TESTLIB_OBJS)
 	@mkdir -p $(@D)
-	rm -f $@ && ar rcs $@ $^
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 # --- binaries -----------------------------------------------------------------
 
 define cmd_rule
 $(BINDIR)/$(1): $(call objs_of,cmd/$(1)) $(call modlibs,$(LINK_cmd_$(1)))
 	@mkdir -p $$(@D)
-	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(EXT_LIBS)
+	$$(call say,LD,$$@)
+	$$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(EXT_LIBS)
 endef
 $(foreach c,$(CMDS),$(eval $(call cmd_rule,$(c))))
 
@@ -121,7 +135,8 @@ $(foreach c,$(CMDS),$(eval $(call cmd_rule,$(c))))
 define unit_rule
 $(BUILD)/tests/test_$(1): $(BUILD)/obj/tests/unit/test_$(1).o $(TESTLIB) $(call modlibs,$(LINK_$(1)))
 	@mkdir -p $$(@D)
-	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(EXT_LIBS) $$(CMOCKA_LIBS)
+	$$(call say,LD,$$@)
+	$$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(EXT_LIBS) $$(CMOCKA_LIBS)
 endef
 $(foreach t,$(UNIT_TESTS),$(eval $(call unit_rule,$(t))))
 
@@ -131,7 +146,8 @@ RAFT_COMMON := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out tests/raft/main_%.c,
 define raft_rule
 $(BUILD)/tests/raft_$(1): $(BUILD)/obj/tests/raft/main_$(1).o $(RAFT_COMMON) $(TESTLIB) $(call modlibs,$(LINK_raft))
 	@mkdir -p $$(@D)
-	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(EXT_LIBS) $$(CMOCKA_LIBS)
+	$$(call say,LD,$$@)
+	$$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(EXT_LIBS) $$(CMOCKA_LIBS)
 endef
 $(foreach t,$(RAFT_MAINS),$(eval $(call raft_rule,$(t))))
 
@@ -147,7 +163,8 @@ LINK_fuzz_wal   := wal base
 define fuzz_rule
 $(BUILD)/fuzz/fuzz_$(1): $(BUILD)/obj/tests/fuzz/fuzz_$(1).o $(TESTLIB) $(call modlibs,$(LINK_fuzz_$(1)))
 	@mkdir -p $$(@D)
-	$$(CC) $$(LDFLAGS) -fsanitize=fuzzer -o $$@ $$^ $$(EXT_LIBS)
+	$$(call say,LD,$$@)
+	$$(Q)$$(CC) $$(LDFLAGS) -fsanitize=fuzzer -o $$@ $$^ $$(EXT_LIBS)
 endef
 ifeq ($(FUZZ),1)
 $(foreach f,$(FUZZERS),$(eval $(call fuzz_rule,$(f))))

@@ -15,6 +15,7 @@
 
 #include "base/buf.h"
 #include "base/crc32c.h"
+#include "base/hist.h"
 #include "base/log.h"
 #include "base/rand.h"
 #include "base/status.h"
@@ -129,12 +130,41 @@ static void test_log_json(void **state)
     tu_rm_rf(dir);
 }
 
+static void test_hist(void **state)
+{
+    (void)state;
+    struct hist h, g;
+    hist_init(&h);
+    assert_int_equal(hist_quantile(&h, 0.5), 0);
+    for (uint64_t v = 1; v <= 10000; v++) hist_record(&h, v);
+    assert_int_equal(h.count, 10000);
+    assert_int_equal(h.min, 1);
+    assert_int_equal(h.max, 10000);
+    /* Log-linear buckets: within 1/16 above the exact percentile. */
+    uint64_t p50 = hist_quantile(&h, 0.5), p99 = hist_quantile(&h, 0.99);
+    assert_in_range(p50, 5000, 5000 + 5000 / 16 + 1);
+    assert_in_range(p99, 9900, 10000);
+    assert_int_equal(hist_quantile(&h, 1.0), 10000);
+    hist_init(&g);
+    hist_record(&g, UINT64_MAX);
+    hist_record(&g, 0);
+    hist_merge(&h, &g);
+    assert_int_equal(h.count, 10002);
+    assert_int_equal(h.min, 0);
+    assert_true(hist_quantile(&h, 1.0) == UINT64_MAX);
+    /* Small values are exact. */
+    hist_init(&g);
+    for (int i = 0; i < 10; i++) hist_record(&g, 7);
+    assert_int_equal(hist_quantile(&g, 0.5), 7);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_names), cmocka_unit_test(test_err_set),
         cmocka_unit_test(test_buf),          cmocka_unit_test(test_crc32c),
         cmocka_unit_test(test_rng),          cmocka_unit_test(test_log_json),
+        cmocka_unit_test(test_hist),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);
 }

@@ -1,0 +1,135 @@
+/*
+ * trine-bench - storage benchmarks (cluster benchmarks come with the client).
+ *
+ *   trine-bench storage --workload wal|apply|snapshot|recovery|fsync|leveldb
+ *       [--appenders N] [--record-size BYTES] [--batch N] [--seconds S]
+ *       [--dir DIR] [--no-fsync] [--json]
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench/bench.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: trine-bench storage --workload W [options]\n"
+            "  --workload W       wal | apply | snapshot | recovery | fsync | leveldb\n"
+            "  --appenders N      concurrent appender threads (wal; default 1)\n"
+            "  --record-size B    record / value size in bytes (default 256)\n"
+            "  --batch N          records per fsync (fsync, default = appenders),\n"
+            "                     puts per batch (leveldb, apply; default 64)\n"
+            "  --seconds S        measured time (default 5)\n"
+            "  --dir DIR          scratch directory on the disk to measure (default $TMPDIR)\n"
+            "  --no-fsync         skip fdatasync (for comparison only)\n"
+            "  --json             one JSON object instead of a table\n");
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int parse_uint(const char *name, const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || end == s || v > max) {
+        fprintf(stderr, "trine-bench: %s: '%s' is not a number in [0, %lu]\n", name, s, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int storage_main(int argc, char **argv)
+{
+    struct bench_opts o;
+    bench_opts_default(&o);
+    const char *parent = NULL;
+    static const struct option longopts[] = {
+        {"workload", required_argument, 0, 'w'}, {"appenders", required_argument, 0, 'a'},
+        {"record-size", required_argument, 0, 'r'}, {"batch", required_argument, 0, 'b'},
+        {"seconds", required_argument, 0, 's'},     {"dir", required_argument, 0, 'd'},
+        {"json", no_argument, 0, 'j'},              {"no-fsync", no_argument, 0, 'F'},
+        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+    int c;
+    unsigned long v;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'w': o.workload = optarg; break;
+        case 'a':
+            if (parse_uint("--appenders", optarg, 4096, &v) || v == 0) return 2;
+            o.appenders = (int)v;
+            break;
+        case 'r':
+            if (parse_uint("--record-size", optarg, 16u << 20, &v)) return 2;
+            o.record_bytes = (uint32_t)v;
+            break;
+        case 'b':
+            if (parse_uint("--batch", optarg, 1u << 20, &v)) return 2;
+            o.batch = (uint32_t)v;
+            break;
+        case 's': {
+            char *end;
+            o.seconds = strtod(optarg, &end);
+            if (*end || o.seconds <= 0 || o.seconds > 86400) {
+                fprintf(stderr, "trine-bench: --seconds: '%s' is not in (0, 86400]\n", optarg);
+                return 2;
+            }
+            break;
+        }
+        case 'd': parent = optarg; break;
+        case 'j': o.json = true; break;
+        case 'F': o.fsync = false; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    const char *tmp = getenv("TMPDIR");
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/trine-bench-XXXXXX", parent ? parent : tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(dir) == NULL) {
+        fprintf(stderr, "trine-bench: cannot create a scratch directory in %s: %s\n",
+                parent ? parent : "$TMPDIR", strerror(errno));
+        return 1;
+    }
+    o.dir = dir;
+
+    struct bench_result r;
+    struct trine_err err = {0};
+    int rc = bench_storage_run(&o, &r, &err);
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    if (rc) {
+        fprintf(stderr, "trine-bench: %s: %s\n", status_name(rc), err.msg);
+        return 1;
+    }
+    bench_report(&o, &r);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "storage") == 0) return storage_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "cluster") == 0) {
+        fprintf(stderr, "trine-bench: the cluster benchmark arrives with the client library\n");
+        return 2;
+    }
+    fprintf(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr,
+            "usage: trine-bench storage --workload W [options]   (trine-bench storage --help)\n");
+    return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
+}
