@@ -17,17 +17,16 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: trine-bench storage --workload W [options]\n"
-            "  --workload W       wal | apply | snapshot | recovery | fsync | leveldb\n"
-            "  --appenders N      concurrent appender threads (wal; default 1)\n"
-            "  --record-size B    record / value size in bytes (default 256)\n"
-            "  --batch N          records per fsync (fsync, default = appenders),\n"
-            "                     puts per batch (leveldb, apply; default 64)\n"
-            "  --seconds S        measured time (default 5)\n"
-            "  --dir DIR          scratch directory on the disk to measure (default $TMPDIR)\n"
-            "  --no-fsync         skip fdatasync (for comparison only)\n"
-            "  --json             one JSON object instead of a table\n");
+    fprintf(f, "usage: trine-bench storage --workload W [options]\n"
+               "  --workload W       wal | apply | snapshot | recovery | fsync | leveldb\n"
+               "  --appenders N      concurrent appender threads (wal; default 1)\n"
+               "  --record-size B    record / value size in bytes (default 256)\n"
+               "  --batch N          records per fsync (fsync, default = appenders),\n"
+               "                     puts per batch (leveldb, apply; default 64)\n"
+               "  --seconds S        measured time (default 5)\n"
+               "  --dir DIR          scratch directory on the disk to measure (default $TMPDIR)\n"
+               "  --no-fsync         skip fdatasync (for comparison only)\n"
+               "  --json             one JSON object instead of a table\n");
 }
 
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -56,17 +55,23 @@ static int storage_main(int argc, char **argv)
     struct bench_opts o;
     bench_opts_default(&o);
     const char *parent = NULL;
-    static const struct option longopts[] = {
-        {"workload", required_argument, 0, 'w'}, {"appenders", required_argument, 0, 'a'},
-        {"record-size", required_argument, 0, 'r'}, {"batch", required_argument, 0, 'b'},
-        {"seconds", required_argument, 0, 's'},     {"dir", required_argument, 0, 'd'},
-        {"json", no_argument, 0, 'j'},              {"no-fsync", no_argument, 0, 'F'},
-        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"workload", required_argument, 0, 'w'},
+                                             {"appenders", required_argument, 0, 'a'},
+                                             {"record-size", required_argument, 0, 'r'},
+                                             {"batch", required_argument, 0, 'b'},
+                                             {"seconds", required_argument, 0, 's'},
+                                             {"dir", required_argument, 0, 'd'},
+                                             {"json", no_argument, 0, 'j'},
+                                             {"no-fsync", no_argument, 0, 'F'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     int c;
     unsigned long v;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case 'w': o.workload = optarg; break;
+        case 'w':
+            o.workload = optarg;
+            break;
         case 'a':
             if (parse_uint("--appenders", optarg, 4096, &v) || v == 0) return 2;
             o.appenders = (int)v;
@@ -88,11 +93,21 @@ static int storage_main(int argc, char **argv)
             }
             break;
         }
-        case 'd': parent = optarg; break;
-        case 'j': o.json = true; break;
-        case 'F': o.fsync = false; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'd':
+            parent = optarg;
+            break;
+        case 'j':
+            o.json = true;
+            break;
+        case 'F':
+            o.fsync = false;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc) {
@@ -102,7 +117,10 @@ static int storage_main(int argc, char **argv)
 
     const char *tmp = getenv("TMPDIR");
     char dir[4096];
-    snprintf(dir, sizeof(dir), "%s/trine-bench-XXXXXX", parent ? parent : tmp && *tmp ? tmp : "/tmp");
+    snprintf(dir, sizeof(dir), "%s/trine-bench-XXXXXX",
+             parent        ? parent
+             : tmp && *tmp ? tmp
+                           : "/tmp");
     if (mkdtemp(dir) == NULL) {
         fprintf(stderr, "trine-bench: cannot create a scratch directory in %s: %s\n",
                 parent ? parent : "$TMPDIR", strerror(errno));

@@ -12,7 +12,7 @@
 
 noreturn void trine_assert_fail(const char *expr, const char *file, int line, const char *func);
 
-#define TRINE_ASSERT(cond)                                                                    \
+#define TRINE_ASSERT(cond)                                                                         \
     ((cond) ? (void)0 : trine_assert_fail(#cond, __FILE__, __LINE__, __func__))
 
 #define TRINE_UNREACHABLE() trine_assert_fail("unreachable", __FILE__, __LINE__, __func__)

@@ -22,7 +22,8 @@ int buf_reserve(struct buf *b, size_t extra)
     size_t need = b->len + extra;
     if (need <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 64;
-    while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     uint8_t *p = realloc(b->data, cap);
     if (p == NULL) return -TRINE_ENOMEM;
     b->data = p;

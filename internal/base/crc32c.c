@@ -10,7 +10,8 @@
 
 uint32_t crc32c(uint32_t crc, const void *data, size_t len)
 {
-    unsigned char *p = (unsigned char *)(uintptr_t)data; /* ISA-L does not write it */
+    /* ISA-L's prototype lacks const; it does not write the buffer. */
+    unsigned char *p = (unsigned char *)(void *)(const void *)data;
     uint32_t reg = ~crc;
     while (len > 0) {
         int n = len > (size_t)INT_MAX ? INT_MAX : (int)len;

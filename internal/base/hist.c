@@ -17,7 +17,7 @@ void hist_init(struct hist *h)
 
 static unsigned hist_bucket(uint64_t v)
 {
-    if (v < 2 * SUB) return (unsigned)v;
+    if (v < 2ull * SUB) return (unsigned)v;
     unsigned e = 63u - (unsigned)__builtin_clzll(v);
     unsigned sub = (unsigned)(v >> (e - HIST_SUB_BITS)) & (SUB - 1);
     return (e - HIST_SUB_BITS + 1) * SUB + sub;
@@ -44,7 +44,8 @@ void hist_record(struct hist *h, uint64_t value)
 
 void hist_merge(struct hist *into, const struct hist *from)
 {
-    for (unsigned i = 0; i < HIST_BUCKETS; i++) into->buckets[i] += from->buckets[i];
+    for (unsigned i = 0; i < HIST_BUCKETS; i++)
+        into->buckets[i] += from->buckets[i];
     into->count += from->count;
     into->sum += from->sum;
     if (from->min < into->min) into->min = from->min;

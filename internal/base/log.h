@@ -15,7 +15,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR, LOG_LEVEL_FATAL };
+enum log_level {
+    LOG_LEVEL_DEBUG,
+    LOG_LEVEL_INFO,
+    LOG_LEVEL_WARN,
+    LOG_LEVEL_ERROR,
+    LOG_LEVEL_FATAL
+};
 
 void log_set_level(enum log_level level);
 /* Parses "debug|info|warn|error"; returns 0 or -TRINE_EINVALID. */
@@ -29,10 +35,10 @@ bool log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *module, int64_t partition, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-#define log_debug(mod, ...) log_msg(LOG_LEVEL_DEBUG, mod, -1, __VA_ARGS__)
-#define log_info(mod, ...)  log_msg(LOG_LEVEL_INFO, mod, -1, __VA_ARGS__)
-#define log_warn(mod, ...)  log_msg(LOG_LEVEL_WARN, mod, -1, __VA_ARGS__)
-#define log_error(mod, ...) log_msg(LOG_LEVEL_ERROR, mod, -1, __VA_ARGS__)
+#define log_debug(mod, ...)             log_msg(LOG_LEVEL_DEBUG, mod, -1, __VA_ARGS__)
+#define log_info(mod, ...)              log_msg(LOG_LEVEL_INFO, mod, -1, __VA_ARGS__)
+#define log_warn(mod, ...)              log_msg(LOG_LEVEL_WARN, mod, -1, __VA_ARGS__)
+#define log_error(mod, ...)             log_msg(LOG_LEVEL_ERROR, mod, -1, __VA_ARGS__)
 #define log_part(level, mod, part, ...) log_msg(level, mod, (int64_t)(part), __VA_ARGS__)
 
 #endif

@@ -20,7 +20,7 @@
 #define TRINE_ERR_MSG_MAX 256
 
 struct trine_err {
-    int code;                   /* 0 or -TRINE_E* of the last failure */
+    int code;                    /* 0 or -TRINE_E* of the last failure */
     char msg[TRINE_ERR_MSG_MAX]; /* NUL-terminated, human readable */
 };
 

@@ -30,13 +30,13 @@
 
 struct bench_opts {
     const char *workload;
-    int appenders;        /* concurrent threads (wal) */
+    int appenders;         /* concurrent threads (wal) */
     uint32_t record_bytes; /* payload / value size */
-    uint32_t batch;       /* records per fsync (fsync), ops per batch (leveldb, apply) */
-    double seconds;       /* measured time, after warm-up */
-    const char *dir;      /* scratch directory; removed afterwards */
+    uint32_t batch;        /* records per fsync (fsync), ops per batch (leveldb, apply) */
+    double seconds;        /* measured time, after warm-up */
+    const char *dir;       /* scratch directory; removed afterwards */
     bool json;
-    bool fsync;           /* false: no fdatasync (wal, fsync) for comparisons only */
+    bool fsync; /* false: no fdatasync (wal, fsync) for comparisons only */
 };
 
 struct bench_result {

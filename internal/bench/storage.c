@@ -16,8 +16,8 @@ static const struct {
     const char *name;
     bench_wl_fn run;
 } bench_workloads[] = {
-    {"fsync", bench_wl_fsync},   {"leveldb", bench_wl_leveldb},   {"wal", bench_wl_wal},
-    {"apply", bench_wl_apply},   {"snapshot", bench_wl_snapshot}, {"recovery", bench_wl_recovery},
+    {"fsync", bench_wl_fsync}, {"leveldb", bench_wl_leveldb},   {"wal", bench_wl_wal},
+    {"apply", bench_wl_apply}, {"snapshot", bench_wl_snapshot}, {"recovery", bench_wl_recovery},
 };
 
 void bench_opts_default(struct bench_opts *o)

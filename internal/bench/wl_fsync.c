@@ -43,7 +43,8 @@ int bench_wl_fsync(const struct bench_opts *o, struct bench_result *r, struct tr
             break;
         }
         uint64_t end = bench_now_us();
-        for (uint32_t i = 0; i < batch; i++) hist_record(&r->lat_us, end - now);
+        for (uint32_t i = 0; i < batch; i++)
+            hist_record(&r->lat_us, end - now);
         r->ops += batch;
         r->bytes += chunk;
         r->fsyncs += o->fsync;

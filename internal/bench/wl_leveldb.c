@@ -48,7 +48,8 @@ int bench_wl_leveldb(const struct bench_opts *o, struct bench_result *r, struct 
             break;
         }
         uint64_t end = bench_now_us();
-        for (uint32_t k = 0; k < batch; k++) hist_record(&r->lat_us, end - now);
+        for (uint32_t k = 0; k < batch; k++)
+            hist_record(&r->lat_us, end - now);
         r->ops += batch;
         r->bytes += (uint64_t)batch * (16 + o->record_bytes);
         now = end;

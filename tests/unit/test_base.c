@@ -96,12 +96,15 @@ static void test_rng(void **state)
     struct rng a, b;
     rng_seed(&a, 42);
     rng_seed(&b, 42);
-    for (int i = 0; i < 100; i++) assert_true(rng_next(&a) == rng_next(&b));
+    for (int i = 0; i < 100; i++)
+        assert_true(rng_next(&a) == rng_next(&b));
     uint64_t seed = rng_test_seed("test_base.rng");
     rng_seed(&a, seed);
     int hist[10] = {0};
-    for (int i = 0; i < 100000; i++) hist[rng_below(&a, 10)]++;
-    for (int i = 0; i < 10; i++) assert_in_range(hist[i], 9000, 11000);
+    for (int i = 0; i < 100000; i++)
+        hist[rng_below(&a, 10)]++;
+    for (int i = 0; i < 10; i++)
+        assert_in_range(hist[i], 9000, 11000);
 }
 
 static void test_log_json(void **state)
@@ -136,7 +139,8 @@ static void test_hist(void **state)
     struct hist h, g;
     hist_init(&h);
     assert_int_equal(hist_quantile(&h, 0.5), 0);
-    for (uint64_t v = 1; v <= 10000; v++) hist_record(&h, v);
+    for (uint64_t v = 1; v <= 10000; v++)
+        hist_record(&h, v);
     assert_int_equal(h.count, 10000);
     assert_int_equal(h.min, 1);
     assert_int_equal(h.max, 10000);
@@ -154,7 +158,8 @@ static void test_hist(void **state)
     assert_true(hist_quantile(&h, 1.0) == UINT64_MAX);
     /* Small values are exact. */
     hist_init(&g);
-    for (int i = 0; i < 10; i++) hist_record(&g, 7);
+    for (int i = 0; i < 10; i++)
+        hist_record(&g, 7);
     assert_int_equal(hist_quantile(&g, 0.5), 7);
 }
 
