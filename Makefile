@@ -94,7 +94,7 @@ TESTLIB := $(BUILD)/lib/libtestlib.a
 .PHONY: all deps test test-all run lint format proto proto-check fuzz fuzz-short sim \
         install clean bench-storage unit
 
-all: $(foreach c,$(CMDS),$(BINDIR)/$(c))
+all: $(foreach c,$(CMDS),$(BINDIR)/$(c)) $(foreach m,$(MODULES),$(BUILD)/lib/lib$(m).a)
 
 # --- objects and archives ------------------------------------------------------
 
