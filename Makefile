@@ -73,13 +73,13 @@ LINK_metrics   := metrics base
 LINK_transport := transport codec base
 LINK_replica   := replica raft wal store codec metrics base
 LINK_server    := server replica transport ring raft wal store codec metrics base
-LINK_client    := client codec base
+LINK_client    := client ring codec base
 LINK_bench     := bench store wal base
 
 # Binaries under cmd/ and what they link.
 LINK_cmd_trine-bench := bench store wal codec base
 LINK_cmd_trined      := server replica transport ring raft wal store codec metrics base
-LINK_cmd_trine       := client codec base
+LINK_cmd_trine       := client ring codec base
 
 MODULES := $(notdir $(wildcard internal/*))
 CMDS := $(notdir $(wildcard cmd/*))
@@ -129,6 +129,32 @@ $(BINDIR)/$(1): $(call objs_of,cmd/$(1)) $(call modlibs,$(LINK_cmd_$(1)))
 	$$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(EXT_LIBS)
 endef
 $(foreach c,$(CMDS),$(eval $(call cmd_rule,$(c))))
+
+# --- the public client library: lib/libtrine.{a,so}, trine.h, trine.pc ---------
+# Only trine_* symbols are exported: the static archive is one relocatable
+# object with every other global made local, the shared one uses a version script.
+
+LIBTRINE_MODS := client ring codec base
+LIBTRINE_OBJS = $(foreach m,$(LIBTRINE_MODS),$(call objs_of,internal/$(m)))
+LIBTRINE_VERSION := 0.1.0
+
+ifneq ($(wildcard internal/client/trine.h),)
+all: $(LIBDIR)/libtrine.a $(LIBDIR)/libtrine.so
+endif
+
+$(LIBDIR)/libtrine.a: $(LIBTRINE_OBJS)
+	@mkdir -p $(@D) $(BUILD)/pub
+	$(call say,AR,$@)
+	$(Q)ld -r -o $(BUILD)/pub/libtrine.o $^
+	$(Q)objcopy --wildcard --keep-global-symbol='trine_*' $(BUILD)/pub/libtrine.o
+	$(Q)rm -f $@ && ar rcs $@ $(BUILD)/pub/libtrine.o
+
+$(LIBDIR)/libtrine.so: $(LIBTRINE_OBJS)
+	@mkdir -p $(@D)
+	@printf '{ global: trine_*; local: *; };\n' >$(BUILD)/libtrine.map
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-soname,libtrine.so.0 -Wl,--version-script=$(BUILD)/libtrine.map \
+	  -o $@ $^ $(PKG_LIBS)
 
 # --- tests --------------------------------------------------------------------
 
@@ -223,8 +249,18 @@ format:
 	clang-format -i $(SRC_C) $(SRC_H)
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(foreach c,$(CMDS),$(BINDIR)/$(c)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 internal/client/trine.h $(DESTDIR)$(PREFIX)/include/trine.h
+	install -m 644 $(LIBDIR)/libtrine.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIBDIR)/libtrine.so $(DESTDIR)$(PREFIX)/lib/libtrine.so.$(LIBTRINE_VERSION)
+	ln -sf libtrine.so.$(LIBTRINE_VERSION) $(DESTDIR)$(PREFIX)/lib/libtrine.so.0
+	ln -sf libtrine.so.0 $(DESTDIR)$(PREFIX)/lib/libtrine.so
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
+	  'Name: trine' 'Description: C client for the Trine key-value store' \
+	  'Version: $(LIBTRINE_VERSION)' 'Requires.private: openssl msgpack libxxhash libisal' \
+	  'Libs: -L$${libdir} -ltrine' 'Libs.private: -lpthread' 'Cflags: -I$${includedir}' \
+	  >$(DESTDIR)$(PREFIX)/lib/pkgconfig/trine.pc
 
 clean:
 	rm -rf build bin lib
