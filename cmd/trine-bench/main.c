@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "bench/bench.h"
 
 static void usage(FILE *f)
@@ -53,6 +54,7 @@ static int parse_uint(const char *name, const char *s, unsigned long max, unsign
 static int storage_main(int argc, char **argv)
 {
     struct bench_opts o;
+    log_set_level(LOG_LEVEL_WARN); /* keep the table clean */
     bench_opts_default(&o);
     const char *parent = NULL;
     static const struct option longopts[] = {{"workload", required_argument, 0, 'w'},

@@ -45,6 +45,7 @@ struct bench_result {
     uint64_t bytes;
     uint64_t fsyncs;
     double seconds;
+    uint32_t batch;     /* effective batch (set by the workload; 0 = not batched) */
     struct hist lat_us; /* per-op latency in microseconds */
 };
 

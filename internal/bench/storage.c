@@ -75,7 +75,7 @@ void bench_report(const struct bench_opts *o, const struct bench_result *r)
     double fs_s = (double)r->fsyncs / secs;
     uint64_t p50 = hist_quantile(&r->lat_us, 0.50), p99 = hist_quantile(&r->lat_us, 0.99),
              p999 = hist_quantile(&r->lat_us, 0.999);
-    uint32_t batch = o->batch ? o->batch : (uint32_t)o->appenders;
+    uint32_t batch = r->batch;
     if (o->json) {
         printf("{\"workload\":\"%s\",\"appenders\":%d,\"record_bytes\":%u,\"batch\":%u,"
                "\"fsync\":%s,\"seconds\":%.3f,\"ops\":%" PRIu64 ",\"ops_per_s\":%.1f,"
@@ -88,8 +88,12 @@ void bench_report(const struct bench_opts *o, const struct bench_result *r)
                r->lat_us.count ? r->lat_us.max : 0);
         return;
     }
-    printf("%-9s %9s %6s %6s %12s %9s %10s %9s %9s %9s\n", "workload", "appenders", "bytes",
-           "batch", "ops/s", "MB/s", "fsyncs/s", "p50_us", "p99_us", "p999_us");
-    printf("%-9s %9d %6u %6u %12.0f %9.2f %10.0f %9" PRIu64 " %9" PRIu64 " %9" PRIu64 "\n",
-           r->workload, o->appenders, o->record_bytes, batch, ops_s, mb_s, fs_s, p50, p99, p999);
+    char bstr[16] = "-", rpf[16] = "-";
+    if (batch) snprintf(bstr, sizeof(bstr), "%u", batch);
+    if (r->fsyncs) snprintf(rpf, sizeof(rpf), "%.1f", (double)r->ops / (double)r->fsyncs);
+    printf("%-9s %9s %6s %6s %12s %9s %10s %9s %9s %9s %9s\n", "workload", "appenders", "bytes",
+           "batch", "ops/s", "MB/s", "fsyncs/s", "rec/fsync", "p50_us", "p99_us", "p999_us");
+    printf("%-9s %9d %6u %6s %12.0f %9.2f %10.0f %9s %9" PRIu64 " %9" PRIu64 " %9" PRIu64 "\n",
+           r->workload, o->appenders, o->record_bytes, bstr, ops_s, mb_s, fs_s, rpf, p50, p99,
+           p999);
 }

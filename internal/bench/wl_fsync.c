@@ -17,6 +17,7 @@ int bench_wl_fsync(const struct bench_opts *o, struct bench_result *r, struct tr
 {
     uint32_t batch = o->batch ? o->batch : (uint32_t)o->appenders;
     size_t chunk = (size_t)batch * o->record_bytes;
+    r->batch = batch;
     char path[4096];
     snprintf(path, sizeof(path), "%s/fsync.dat", o->dir);
     int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_APPEND | O_CLOEXEC, 0644);

@@ -14,6 +14,7 @@
 int bench_wl_leveldb(const struct bench_opts *o, struct bench_result *r, struct trine_err *err)
 {
     uint32_t batch = o->batch ? o->batch : 64;
+    r->batch = batch;
     char path[4096];
     snprintf(path, sizeof(path), "%s/leveldb", o->dir);
     leveldb_options_t *opt = leveldb_options_create();
