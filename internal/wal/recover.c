@@ -354,7 +354,7 @@ int wal_recover(struct wal *w, struct wal_recovery *rep, struct trine_err *err)
         return err_set(err, status_from_errno(-rc), "listing %s: %s", w->dir, strerror(-rc));
     }
     if (l.tmps > 0) w->fs->list(w->fs->ctx, w->dir, wal_rm_tmp, &l);
-    qsort(l.v, l.n, sizeof(*l.v), wal_cmp_u64);
+    if (l.n > 1) qsort(l.v, l.n, sizeof(*l.v), wal_cmp_u64);
     rep->segments = (uint32_t)l.n;
 
     struct wal_chain ch = {0};

@@ -97,10 +97,8 @@ static struct wal *open_ok(struct wal_options *o, struct coll *c, struct wal_rec
 {
     struct wal *w = NULL;
     struct trine_err err = {0};
-    if (c) {
-        o->replay_fn = coll_cb;
-        o->replay_ctx = c;
-    }
+    o->replay_fn = c ? coll_cb : NULL;
+    o->replay_ctx = c;
     int rc = wal_open(o, &w, rep, &err);
     if (rc != 0) fail_msg("wal_open: %s (%s)", err.msg, status_name(rc));
     return w;
