@@ -24,9 +24,11 @@
  *                  callback also refills from a peer queue);
  *   socket output  ciphertext, held under TRANSPORT_TLS_STAGE_BYTES by its
  *                  write high watermark (the filter waits for it to drain).
- * Stall: when output stays above output_high_bytes and no byte of it drains
- * for stall_timeout_ms the conn is closed; progress is queued_total minus
- * what is still buffered.
+ * Stall: while the output is not empty a timer checks every
+ * stall_timeout_ms that some of it drained (progress = queued_total minus
+ * what is still buffered); a conn with no progress is closed. A healthy
+ * conn's output empties into TLS at once, so the timer runs only while a
+ * peer is slow.
  */
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -61,12 +63,12 @@ static void conn_free(struct transport_conn *c)
     free(c);
 }
 
-static void conn_hold(struct transport_conn *c)
+void conn_hold(struct transport_conn *c)
 {
     c->depth++;
 }
 
-static void conn_release(struct transport_conn *c)
+void conn_release(struct transport_conn *c)
 {
     TRINE_ASSERT(c->depth > 0);
     if (--c->depth == 0 && c->state == CONN_CLOSED) conn_free(c);
@@ -92,7 +94,7 @@ static void conn_set_nodelay(struct transport_conn *c)
 
 static void conn_add_timer(struct transport_conn *c, uint32_t ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
 }
 
@@ -107,7 +109,10 @@ void conn_close(struct transport_conn *c, int rc, const char *reason, bool notif
     event_del(c->timer);
     conn_unlink(c);
     t->stats.conns_open--;
-    conn_hold(c);
+    /* Held, not released, around the callbacks: a transport_conn_close(c)
+     * from one of them must not free c under us; whoever called conn_close
+     * frees c (conn_release, or conn_free_all). */
+    c->depth++;
     if (c->peer) {
         struct transport_peer *p = c->peer;
         c->peer = NULL;
@@ -116,20 +121,23 @@ void conn_close(struct transport_conn *c, int rc, const char *reason, bool notif
         t->accepted_open--;
         if (notify && c->announced) TRANSPORT_CALL(t, on_close, c, rc, reason);
     }
-    conn_release(c);
+    c->depth--;
 }
 
 void conn_free_all(struct transport *t)
 {
-    while (t->conns) {
-        struct transport_conn *c = t->conns;
+    struct transport_conn *next;
+    for (struct transport_conn *c = t->conns; c; c = next) {
+        next = c->next;
         TRINE_ASSERT(c->depth == 0);
         c->peer = NULL;
         conn_close(c, -TRINE_ECLOSED, "transport destroyed", false);
+        conn_free(c);
     }
+    TRINE_ASSERT(t->conns == NULL);
 }
 
-/* Output grew: pause reading an accepted conn, watch for a stall. */
+/* Output is waiting: check later that some of it drained. */
 static void conn_watch_stall(struct transport_conn *c)
 {
     if (c->state != CONN_OPEN || c->stall_armed) return;
@@ -138,20 +146,22 @@ static void conn_watch_stall(struct transport_conn *c)
     conn_add_timer(c, c->t->cfg.stall_timeout_ms);
 }
 
+/* Output grew: watch for a stall; above the high watermark, pause reading
+ * an accepted conn. */
 static void conn_after_output(struct transport_conn *c)
 {
     struct transport *t = c->t;
-    if (evbuffer_get_length(conn_output(c)) <= t->cfg.output_high_bytes) return;
+    size_t pending = evbuffer_get_length(conn_output(c));
+    if (pending > 0) conn_watch_stall(c);
     /* Only accepted conns pause: a dialed conn keeps reading so that two
      * nodes whose outputs are both full still drain each other. */
-    if (!c->outbound && !c->paused && c->state == CONN_OPEN) {
+    if (pending > t->cfg.output_high_bytes && !c->outbound && !c->paused && c->state == CONN_OPEN) {
         c->paused = true;
         t->stats.backpressure_events++;
         bufferevent_disable(c->bev, EV_READ);
         log_debug("transport", "%s (%s): output over %zu bytes, reading paused", c->addr, c->id.cn,
                   t->cfg.output_high_bytes);
     }
-    conn_watch_stall(c);
 }
 
 int conn_write_frame(struct transport_conn *c, const void *body, size_t len)
@@ -228,7 +238,8 @@ static void conn_deliver(struct transport_conn *c)
             t->stats.oversize_frames++;
             err_set(&e, -TRINE_ETOO_LARGE, "frame of %u bytes exceeds the %u byte limit", len,
                     t->cfg.frame_bytes_max);
-            log_warn("transport", "%s (%s): %s; closing", c->addr, c->id.cn, e.msg);
+            if (transport_log_allowed(t))
+                log_warn("transport", "%s (%s): %s; closing", c->addr, c->id.cn, e.msg);
             conn_close(c, e.code, e.msg, true);
             return;
         }
@@ -291,8 +302,9 @@ static void conn_established(struct transport_conn *c)
                      "certificate CN \"%s\" is neither node-<id> nor client", c->id.cn);
     if (rc != 0) {
         t->stats.identity_mismatches++;
-        log_warn("transport", "%s %s: identity rejected: %s", c->peer ? "dial" : "accept", c->addr,
-                 e.msg);
+        if (transport_log_allowed(t))
+            log_warn("transport", "%s %s: identity rejected: %s", c->peer ? "dial" : "accept",
+                     c->addr, e.msg);
         conn_close(c, rc, e.msg, true);
         return;
     }
@@ -329,9 +341,16 @@ static void conn_failed(struct transport_conn *c, short what, int sock_err)
         if (!c->peer || tls_conn_failed_in_tls(c->bev)) {
             t->stats.handshake_failures++;
             tls_conn_error(&e, -TRINE_EUNAUTHENTICATED, c->bev, sock_err, "TLS handshake failed");
-            log_warn("transport", "%s %s: %s", c->peer ? "dial" : "accept", c->addr, e.msg);
+            if (transport_log_allowed(t))
+                log_warn("transport", "%s %s: %s", c->peer ? "dial" : "accept", c->addr, e.msg);
         } else {
-            tls_conn_error(&e, -TRINE_EUNAVAILABLE, c->bev, sock_err, "connect failed");
+            struct bufferevent *sock = bufferevent_get_underlying(c->bev);
+            int dns = sock ? bufferevent_socket_get_dns_error(sock) : 0;
+            if (dns != 0)
+                err_set(&e, -TRINE_EUNAVAILABLE, "resolving %s: %s", c->addr,
+                        evutil_gai_strerror(dns));
+            else
+                tls_conn_error(&e, -TRINE_EUNAVAILABLE, c->bev, sock_err, "connect failed");
         }
     } else if (what & BEV_EVENT_EOF) {
         err_set(&e, -TRINE_ECLOSED, "closed by peer");
@@ -374,22 +393,22 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
                 t->cfg.handshake_timeout_ms);
         if (tls) {
             t->stats.handshake_failures++;
-            log_warn("transport", "%s %s: %s", c->peer ? "dial" : "accept", c->addr, e.msg);
+            if (transport_log_allowed(t))
+                log_warn("transport", "%s %s: %s", c->peer ? "dial" : "accept", c->addr, e.msg);
         }
         conn_close(c, e.code, e.msg, true);
     } else if (c->state == CONN_OPEN && c->stall_armed) {
         c->stall_armed = false;
         size_t pending = evbuffer_get_length(conn_output(c));
-        if (pending > t->cfg.output_high_bytes) {
-            if (conn_drained(c) == c->stall_mark) {
-                t->stats.stalled_closes++;
-                err_set(&e, -TRINE_ETIMEOUT, "output stuck at %zu bytes for %u ms", pending,
-                        t->cfg.stall_timeout_ms);
+        if (pending > 0 && conn_drained(c) == c->stall_mark) {
+            t->stats.stalled_closes++;
+            err_set(&e, -TRINE_ETIMEOUT, "output stuck at %zu bytes for %u ms", pending,
+                    t->cfg.stall_timeout_ms);
+            if (transport_log_allowed(t))
                 log_warn("transport", "%s (%s): %s; closing", c->addr, c->id.cn, e.msg);
-                conn_close(c, e.code, e.msg, true);
-            } else {
-                conn_watch_stall(c);
-            }
+            conn_close(c, e.code, e.msg, true);
+        } else if (pending > 0) {
+            conn_watch_stall(c); /* progress: keep watching */
         }
     }
     conn_release(c);
@@ -460,7 +479,9 @@ int transport_conn_send(struct transport_conn *conn, const void *body, size_t le
 
 void transport_conn_close(struct transport_conn *conn)
 {
+    conn_hold(conn);
     conn_close(conn, -TRINE_ECLOSED, "closed by caller", false);
+    conn_release(conn); /* frees it unless a callback of conn is on the stack */
 }
 
 const struct transport_identity *transport_conn_identity(const struct transport_conn *conn)

@@ -58,8 +58,7 @@ static void listener_acceptcb(struct evconnlistener *l, evutil_socket_t fd, stru
     t->stats.conns_accepted++;
     if (t->accepted_open >= t->cfg.conns_max) {
         t->stats.conns_refused++;
-        /* One line per refusal would let a flood fill the log. */
-        if ((t->stats.conns_refused & (t->stats.conns_refused - 1)) == 0)
+        if (transport_log_allowed(t))
             log_warn("transport", "accept %s: %u connections open, refusing (%llu refused)", addr,
                      t->accepted_open, (unsigned long long)t->stats.conns_refused);
         evutil_closesocket(fd);
@@ -91,10 +90,11 @@ static void listener_errorcb(struct evconnlistener *l, void *arg)
 {
     struct transport *t = arg;
     int e = EVUTIL_SOCKET_ERROR();
-    log_warn("transport", "accept failed: %s", evutil_socket_error_to_string(e));
+    if (transport_log_allowed(t))
+        log_warn("transport", "accept failed: %s", evutil_socket_error_to_string(e));
     if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
         evconnlistener_disable(l);
-        struct timeval tv = {.tv_sec = 0, .tv_usec = LISTEN_RETRY_MS * 1000};
+        struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t)LISTEN_RETRY_MS * 1000};
         evtimer_add(t->listen_retry, &tv);
     }
 }
@@ -138,11 +138,16 @@ int transport_listen(struct transport *t, const char *host_port, struct trine_er
                        e ? strerror(e) : "failed");
     }
     evconnlistener_set_error_cb(t->listener, listener_errorcb);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (getsockname(evconnlistener_get_fd(t->listener), (struct sockaddr *)&ss, &len) == 0)
-        t->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+        struct sockaddr_storage ss;
+    } bound;
+    memset(&bound, 0, sizeof(bound));
+    socklen_t len = sizeof(bound);
+    if (getsockname(evconnlistener_get_fd(t->listener), &bound.sa, &len) == 0)
+        t->port = ntohs(bound.sa.sa_family == AF_INET6 ? bound.in6.sin6_port : bound.in.sin_port);
     log_info("transport", "listening on %s (port %u)", host_port, t->port);
     return 0;
 }

@@ -52,7 +52,7 @@ static uint32_t peer_backoff_ms(struct transport_peer *p)
 
 static void peer_schedule(struct transport_peer *p, uint32_t ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(p->timer, &tv);
 }
 
@@ -144,8 +144,11 @@ void peer_conn_lost(struct transport_peer *p, int rc, const char *reason)
 
 void peer_flush(struct transport_peer *p)
 {
-    if (p->conn && p->up && p->queue_frames > 0)
-        conn_take_frames(p->conn, p->queue, &p->queue_frames);
+    struct transport_conn *c = p->conn;
+    if (c == NULL || !p->up || p->queue_frames == 0) return;
+    conn_hold(c); /* a failed move closes c; free it only once we are done */
+    conn_take_frames(c, p->queue, &p->queue_frames);
+    conn_release(c);
 }
 
 static void peer_free(struct transport_peer *p)
@@ -154,7 +157,9 @@ static void peer_free(struct transport_peer *p)
         struct transport_conn *c = p->conn;
         c->peer = NULL; /* no redial, no on_peer_state */
         p->conn = NULL;
+        conn_hold(c);
         conn_close(c, -TRINE_ECLOSED, "peer removed", false);
+        conn_release(c);
     }
     event_free(p->timer);
     evbuffer_free(p->queue);

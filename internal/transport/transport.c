@@ -122,6 +122,25 @@ void transport_stats(const struct transport *t, struct transport_stats *out)
     *out = t->stats;
 }
 
+bool transport_log_allowed(struct transport *t)
+{
+    uint64_t now = clock_mono_ns();
+    if (now - t->log_window_ns >= 1000000000u) {
+        if (t->log_suppressed > 0)
+            log_warn("transport", "%llu similar warnings suppressed in the last second",
+                     (unsigned long long)t->log_suppressed);
+        t->log_window_ns = now;
+        t->log_count = 0;
+        t->log_suppressed = 0;
+    }
+    if (t->log_count < TRANSPORT_LOG_BURST) {
+        t->log_count++;
+        return true;
+    }
+    t->log_suppressed++;
+    return false;
+}
+
 int transport_split_host_port(const char *s, char *host, size_t host_n, uint16_t *port)
 {
     const char *colon;

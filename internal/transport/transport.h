@@ -37,8 +37,8 @@
  *     output_low_bytes, so a client that never reads its replies cannot make
  *     the server buffer more. Dialed connections are always read, so two
  *     nodes that both stop reading cannot deadlock;
- *   - a connection whose output stays above output_high_bytes with no byte
- *     drained for stall_timeout_ms is closed (stats.stalled_closes);
+ *   - a connection with unsent output of which no byte drains for
+ *     stall_timeout_ms is closed (stats.stalled_closes);
  *   - each peer has a send queue of at most peer_queue_frames_max frames and
  *     peer_queue_bytes_max bytes (beyond: -TRINE_EBUSY); accepted connections
  *     are capped at conns_max.
@@ -88,7 +88,7 @@ struct transport_conn;
 #define TRANSPORT_FRAME_HEADER_BYTES 4
 #define TRANSPORT_FRAME_BYTES_MAX    (1u << 30) /* ceiling for frame_bytes_max */
 /* Ciphertext TLS may hold beyond a connection's plaintext output limit. */
-#define TRANSPORT_TLS_STAGE_BYTES (256u * 1024u)
+#define TRANSPORT_TLS_STAGE_BYTES ((size_t)256 * 1024)
 #define TRANSPORT_CN_MAX          64
 
 enum transport_peer_kind {
@@ -130,7 +130,7 @@ struct transport_config {
     size_t output_bytes_max;        /* per-connection unsent limit (32 MiB) */
     size_t output_high_bytes;       /* stop reading an accepted conn above (4 MiB) */
     size_t output_low_bytes;        /* resume reading at or below (1 MiB) */
-    uint32_t stall_timeout_ms;      /* close when output is stuck this long (30 s) */
+    uint32_t stall_timeout_ms;      /* close when output drains nothing this long (30 s) */
     uint32_t handshake_timeout_ms;  /* TCP connect + TLS handshake deadline (10 s) */
     uint32_t conns_max;             /* accepted connections at once (1024) */
     size_t peer_queue_bytes_max;    /* per-peer queue, framed bytes (64 MiB) */

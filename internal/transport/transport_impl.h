@@ -94,7 +94,13 @@ struct transport {
     struct transport_peer *peers;
     struct transport_stats stats;
     unsigned cb_depth; /* user callbacks on the stack */
+    /* Warnings caused by remote input, at most TRANSPORT_LOG_BURST a second. */
+    uint64_t log_window_ns;
+    uint32_t log_count;
+    uint64_t log_suppressed;
 };
+
+#define TRANSPORT_LOG_BURST 20
 
 /* Runs a user callback if set, tracking that one is on the stack. */
 #define TRANSPORT_CALL(t, name, ...)                                                               \
@@ -107,6 +113,10 @@ struct transport {
     } while (0)
 
 /* transport.c */
+/* True if one more warning caused by a remote may be logged this second;
+ * otherwise counts it, and the next allowed line says how many were dropped
+ * (a handshake flood must not fill the disk with log lines). */
+bool transport_log_allowed(struct transport *t);
 int transport_split_host_port(const char *s, char *host, size_t host_n, uint16_t *port);
 
 /* tls.c */
@@ -128,8 +138,12 @@ bool tls_conn_failed_in_tls(struct bufferevent *bev);
 int conn_new(struct transport *t, struct bufferevent *sock, bool accepting,
              struct transport_peer *peer, const char *addr, struct transport_conn **out,
              struct trine_err *err);
-/* Closes c (idempotent). notify: call on_close / tell the peer. */
+/* Closes c (idempotent) but never frees it: the caller holds c, or frees
+ * it after (conn_release). notify: call on_close (a peer is always told). */
 void conn_close(struct transport_conn *c, int rc, const char *reason, bool notify);
+/* Pins c; conn_release unpins and frees c if it is closed and unpinned. */
+void conn_hold(struct transport_conn *c);
+void conn_release(struct transport_conn *c);
 /* Frees every conn; for transport_destroy only. */
 void conn_free_all(struct transport *t);
 /* Appends one frame; applies output limits. */

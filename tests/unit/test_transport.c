@@ -81,8 +81,9 @@ struct tnode {
     uint32_t bad;
     uint32_t frames;
     size_t last_len;
-    bool echo;          /* send every frame back on its conn */
-    size_t reply_bytes; /* reply to each frame with this many bytes */
+    bool echo;           /* send every frame back on its conn */
+    bool close_on_frame; /* transport_conn_close from inside on_frame */
+    size_t reply_bytes;  /* reply to each frame with this many bytes */
     uint8_t *reply;
     uint32_t send_fails;
     size_t out_max; /* largest output seen right after a reply */
@@ -119,6 +120,14 @@ static void on_frame(void *ctx, struct transport_conn *conn, const uint8_t *body
         for (size_t i = 0; ok && i < len; i++)
             ok = body[i] == pat(k, i);
         if (!ok) n->bad++;
+    }
+    if (n->close_on_frame) {
+        transport_conn_close(conn);
+        /* Closed, not yet freed: sends are refused, the pointer stays usable
+         * until on_frame returns. */
+        if (transport_conn_send(conn, body, len) != -TRINE_ECLOSED) n->send_fails++;
+        if (n->accepted == conn) n->accepted = NULL;
+        return;
     }
     if (n->echo && transport_conn_send(conn, body, len) != 0) n->send_fails++;
     if (n->reply_bytes) {
@@ -621,6 +630,7 @@ static void test_reconnect_with_queue(void **state)
     node_stop(&b);
     RUN_UNTIL(base, a.downs == 1, 5000);
     assert_int_equal(a.downs, 1);
+    assert_int_equal(a.last_down_rc, -TRINE_ECLOSED);
     assert_false(transport_peer_is_up(a.t, 2));
     for (uint32_t k = 0; k < WHILE_DOWN; k++) {
         uint8_t *body = make_body(k, sizes[k]);
@@ -652,6 +662,67 @@ static void test_reconnect_with_queue(void **state)
     assert_int_equal(stats_of(&a).peer_connects, 2);
     node_stop(&a);
     node_stop(&b);
+    event_base_free(base);
+}
+
+/* The caller closes a conn from inside on_frame: no on_close, the peer
+ * notices and redials. */
+static void test_close_in_callback(void **state)
+{
+    (void)state;
+    struct event_base *base = new_base();
+    struct tnode s, c;
+    node_config(&s, g_ca1, "node-1", g_ca1);
+    node_config(&c, g_ca1, "node-2", g_ca1);
+    s.close_on_frame = true;
+    node_start(&s, base, "127.0.0.1:0");
+    node_start(&c, base, NULL);
+    add_peer(&c, 1, transport_listen_port(s.t));
+    RUN_UNTIL(base, c.ups == 1 && s.accepts == 1, 5000);
+    assert_non_null(s.accepted);
+    int marker;
+    transport_conn_set_data(s.accepted, &marker);
+    assert_ptr_equal(transport_conn_data(s.accepted), &marker);
+    assert_false(transport_conn_is_outbound(s.accepted));
+    assert_non_null(strstr(transport_conn_addr(s.accepted), "127.0.0.1:"));
+    uint8_t bye[3] = "bye";
+    assert_int_equal(transport_peer_send(c.t, 1, bye, sizeof(bye)), 0);
+    RUN_UNTIL(base, c.downs == 1 && c.ups == 2, 5000);
+    assert_int_equal(c.downs, 1);
+    assert_int_equal(c.ups, 2);
+    assert_int_equal(s.frames, 1);
+    assert_int_equal(s.closes, 0);
+    assert_int_equal(s.send_fails, 0);
+    assert_int_equal(stats_of(&s).conns_open, 1); /* only the redialed conn */
+    node_stop(&c);
+    node_stop(&s);
+    event_base_free(base);
+}
+
+/* Accepted connections are capped at conns_max. */
+static void test_conns_max(void **state)
+{
+    (void)state;
+    struct event_base *base = new_base();
+    struct tnode s;
+    node_config(&s, g_ca1, "node-1", g_ca1);
+    s.cfg.conns_max = 2;
+    node_start(&s, base, "127.0.0.1:0");
+    uint16_t port = transport_listen_port(s.t);
+    int fd[3];
+    for (int i = 0; i < 3; i++)
+        fd[i] = raw_connect(port, 0);
+    RUN_UNTIL(base, stats_of(&s).conns_accepted == 3, 5000);
+    struct transport_stats st = stats_of(&s);
+    assert_int_equal(st.conns_accepted, 3);
+    assert_int_equal(st.conns_refused, 1);
+    assert_int_equal(st.conns_open, 2);
+    assert_true(raw_wait_closed(base, fd[2], 5000));
+    for (int i = 0; i < 3; i++)
+        close(fd[i]);
+    RUN_UNTIL(base, stats_of(&s).conns_open == 0, 5000);
+    assert_int_equal(stats_of(&s).conns_open, 0);
+    node_stop(&s);
     event_base_free(base);
 }
 
@@ -920,6 +991,8 @@ int main(void)
         cmocka_unit_test(test_wrong_ca),
         cmocka_unit_test(test_wrong_node_id),
         cmocka_unit_test(test_reconnect_with_queue),
+        cmocka_unit_test(test_close_in_callback),
+        cmocka_unit_test(test_conns_max),
         cmocka_unit_test(test_peer_by_name),
         cmocka_unit_test(test_client_never_reads),
         cmocka_unit_test(test_queue_full),
