@@ -264,16 +264,18 @@ static const struct codec_field_desc fields_scan_req[] = {
     {.name = "start_after", .kind = CODEC_K_BIN, .is_array = 0, .limit = CODEC_LIMIT_KEY, .bound = 0u, .offset = offsetof(struct codec_scan_req, start_after), .elem_size = sizeof(struct codec_bytes)},
     {.name = "limit", .kind = CODEC_K_U32, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_scan_req, limit), .elem_size = sizeof(uint32_t)},
     {.name = "min_revision", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_scan_req, min_revision), .elem_size = sizeof(uint64_t)},
+    {.name = "partition", .kind = CODEC_K_U32, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_scan_req, partition), .elem_size = sizeof(uint32_t)},
 };
 static const struct codec_struct_desc desc_scan_req = {
-    "scan_req", sizeof(struct codec_scan_req), 11, 5, fields_scan_req,
+    "scan_req", sizeof(struct codec_scan_req), 12, 6, fields_scan_req,
 };
 
 static const struct codec_field_desc fields_cluster_status_req[] = {
     {.name = "hdr", .kind = CODEC_K_STRUCT, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_cluster_status_req, hdr), .elem_size = sizeof(struct codec_req_header), .sub = &desc_req_header},
+    {.name = "local", .kind = CODEC_K_BOOL, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_cluster_status_req, local), .elem_size = sizeof(bool)},
 };
 static const struct codec_struct_desc desc_cluster_status_req = {
-    "cluster_status_req", sizeof(struct codec_cluster_status_req), 7, 1, fields_cluster_status_req,
+    "cluster_status_req", sizeof(struct codec_cluster_status_req), 8, 2, fields_cluster_status_req,
 };
 
 static const struct codec_field_desc fields_partition_map_req[] = {

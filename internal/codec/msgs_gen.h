@@ -231,11 +231,13 @@ struct codec_scan_req {
     struct codec_bytes start_after; /* #3 resume cursor: only keys greater than this (empty = from the start) [max key (4096)] */
     uint64_t min_revision; /* #5 as in get_req */
     uint32_t limit; /* #4 most items wanted (0 = server default; capped at scan_results) */
+    uint32_t partition; /* #6 0 = every partition, merged in key order by the coordinator; p+1 = partition p only (between nodes) */
 };
 
 /* message 6 cluster_status_req: members and their health */
 struct codec_cluster_status_req {
     struct codec_req_header hdr; /* #1 common header */
+    bool local; /* #2 answer with the receiving node's own row only (between nodes) */
 };
 
 /* message 7 partition_map_req: where every partition lives (for smart clients) */
