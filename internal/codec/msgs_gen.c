@@ -145,9 +145,10 @@ static const struct codec_field_desc fields_rep_header[] = {
     {.name = "served_by", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_rep_header, served_by), .elem_size = sizeof(uint64_t)},
     {.name = "applied_index", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_rep_header, applied_index), .elem_size = sizeof(uint64_t)},
     {.name = "acks", .kind = CODEC_K_U8, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_rep_header, acks), .elem_size = sizeof(uint8_t)},
+    {.name = "consistency", .kind = CODEC_K_ENUM, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_rep_header, consistency), .elem_size = sizeof(uint8_t), .en = &enum_consistency},
 };
 static const struct codec_struct_desc desc_rep_header = {
-    "rep_header", sizeof(struct codec_rep_header), 11, 8, fields_rep_header,
+    "rep_header", sizeof(struct codec_rep_header), 12, 9, fields_rep_header,
 };
 
 static const struct codec_field_desc fields_kv_item[] = {
@@ -289,7 +290,7 @@ static const struct codec_field_desc fields_error_reply[] = {
     {.name = "hdr", .kind = CODEC_K_STRUCT, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_error_reply, hdr), .elem_size = sizeof(struct codec_rep_header), .sub = &desc_rep_header},
 };
 static const struct codec_struct_desc desc_error_reply = {
-    "error_reply", sizeof(struct codec_error_reply), 12, 1, fields_error_reply,
+    "error_reply", sizeof(struct codec_error_reply), 13, 1, fields_error_reply,
 };
 
 static const struct codec_field_desc fields_put_reply[] = {
@@ -297,7 +298,7 @@ static const struct codec_field_desc fields_put_reply[] = {
     {.name = "version", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_put_reply, version), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_put_reply = {
-    "put_reply", sizeof(struct codec_put_reply), 13, 2, fields_put_reply,
+    "put_reply", sizeof(struct codec_put_reply), 14, 2, fields_put_reply,
 };
 
 static const struct codec_field_desc fields_get_reply[] = {
@@ -309,14 +310,14 @@ static const struct codec_field_desc fields_get_reply[] = {
     {.name = "expire_at_ms", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_get_reply, expire_at_ms), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_get_reply = {
-    "get_reply", sizeof(struct codec_get_reply), 17, 6, fields_get_reply,
+    "get_reply", sizeof(struct codec_get_reply), 18, 6, fields_get_reply,
 };
 
 static const struct codec_field_desc fields_delete_reply[] = {
     {.name = "hdr", .kind = CODEC_K_STRUCT, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_delete_reply, hdr), .elem_size = sizeof(struct codec_rep_header), .sub = &desc_rep_header},
 };
 static const struct codec_struct_desc desc_delete_reply = {
-    "delete_reply", sizeof(struct codec_delete_reply), 12, 1, fields_delete_reply,
+    "delete_reply", sizeof(struct codec_delete_reply), 13, 1, fields_delete_reply,
 };
 
 static const struct codec_field_desc fields_cas_reply[] = {
@@ -324,7 +325,7 @@ static const struct codec_field_desc fields_cas_reply[] = {
     {.name = "version", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_cas_reply, version), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_cas_reply = {
-    "cas_reply", sizeof(struct codec_cas_reply), 13, 2, fields_cas_reply,
+    "cas_reply", sizeof(struct codec_cas_reply), 14, 2, fields_cas_reply,
 };
 
 static const struct codec_field_desc fields_scan_reply[] = {
@@ -333,7 +334,7 @@ static const struct codec_field_desc fields_scan_reply[] = {
     {.name = "more", .kind = CODEC_K_BOOL, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_scan_reply, more), .elem_size = sizeof(bool)},
 };
 static const struct codec_struct_desc desc_scan_reply = {
-    "scan_reply", sizeof(struct codec_scan_reply), 14, 3, fields_scan_reply,
+    "scan_reply", sizeof(struct codec_scan_reply), 15, 3, fields_scan_reply,
 };
 
 static const struct codec_field_desc fields_cluster_status_reply[] = {
@@ -342,7 +343,7 @@ static const struct codec_field_desc fields_cluster_status_reply[] = {
     {.name = "members", .kind = CODEC_K_STRUCT, .is_array = 1, .limit = CODEC_LIMIT_MEMBERS, .bound = 0u, .offset = offsetof(struct codec_cluster_status_reply, members), .count_offset = offsetof(struct codec_cluster_status_reply, n_members), .elem_size = sizeof(struct codec_member_status), .sub = &desc_member_status},
 };
 static const struct codec_struct_desc desc_cluster_status_reply = {
-    "cluster_status_reply", sizeof(struct codec_cluster_status_reply), 14, 3, fields_cluster_status_reply,
+    "cluster_status_reply", sizeof(struct codec_cluster_status_reply), 15, 3, fields_cluster_status_reply,
 };
 
 static const struct codec_field_desc fields_partition_map_reply[] = {
@@ -353,7 +354,7 @@ static const struct codec_field_desc fields_partition_map_reply[] = {
     {.name = "members", .kind = CODEC_K_STRUCT, .is_array = 1, .limit = CODEC_LIMIT_MEMBERS, .bound = 0u, .offset = offsetof(struct codec_partition_map_reply, members), .count_offset = offsetof(struct codec_partition_map_reply, n_members), .elem_size = sizeof(struct codec_member_addr), .sub = &desc_member_addr},
 };
 static const struct codec_struct_desc desc_partition_map_reply = {
-    "partition_map_reply", sizeof(struct codec_partition_map_reply), 16, 5, fields_partition_map_reply,
+    "partition_map_reply", sizeof(struct codec_partition_map_reply), 17, 5, fields_partition_map_reply,
 };
 
 static const struct codec_field_desc fields_hello[] = {

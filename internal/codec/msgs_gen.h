@@ -133,6 +133,7 @@ struct codec_rep_header {
     uint64_t applied_index; /* #6 serving replica's applied index when it answered (lag = revision - applied_index) */
     uint16_t status; /* #1 a wire status code (0 = ok); receivers map unknown codes to INTERNAL */
     uint8_t acks; /* #7 replicas that had the entry durable when the write was acknowledged */
+    uint8_t consistency; /* #8 enum codec_consistency: level actually served: a fast cas is served strong (never a silent change) */
 };
 
 /* struct kv_item: one key in a scan reply */
