@@ -56,7 +56,8 @@ static int load(struct store *s, struct store_part *p, uint64_t client_id, struc
     uint8_t id[8], v[STORE_DD_REC_MAX];
     size_t vlen = 0;
     put_u64be(id, client_id);
-    int rc = store_state_get(s, p, STORE_TAG_CLIENT, id, sizeof(id), v, sizeof(v), &vlen);
+    uint64_t h = store_state_hash(p->id, p->gen, STORE_TAG_CLIENT, id, sizeof(id));
+    int rc = store_state_get(s, p, STORE_TAG_CLIENT, id, sizeof(id), h, v, sizeof(v), &vlen);
     if (rc < 0) return rc;
     *present = rc == 1;
     if (rc == 1 && store_dd_decode(v, vlen, rec))

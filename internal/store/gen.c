@@ -28,7 +28,7 @@ void store_caches_clear(struct store *s)
 static int delete_range(struct store *s, leveldb_writebatch_t *wb, const uint8_t *pfx,
                         size_t pfx_len)
 {
-    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro);
+    leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_scan);
     int rc = 0;
     size_t n = 0;
     char *e = NULL;

@@ -271,6 +271,7 @@ int store_install_finish(struct store_install *in, uint64_t *applied_index, uint
     p->applied_index = in->applied_index;
     p->applied_term = in->applied_term;
     p->dedupe_gc_due = 0;
+    store_filter_reset(s, p);
     store_caches_clear(s);
     if (applied_index) *applied_index = in->applied_index;
     if (applied_term) *applied_term = in->applied_term;

@@ -72,12 +72,18 @@ int store_scan(struct store *s, uint32_t partition, const uint8_t *prefix, size_
     struct store_part *p;
     int rc = store_part_get(s, partition, &p);
     if (rc) return rc;
-    /* pfx = data prefix of the partition + the user's prefix. */
-    rc = store_key_data(&s->kbuf2, p->id, p->gen, prefix, prefix_len);
+    /* pfx = data prefix of the partition + the user's prefix, in a buffer of
+     * its own: the callback may call into the store (scratch buffers). */
+    struct buf pbuf;
+    buf_init(&pbuf);
+    rc = store_key_data(&pbuf, p->id, p->gen, prefix, prefix_len);
     if (rc == 0) rc = store_key_data(&s->kbuf, p->id, p->gen, start_after, start_after_len);
-    if (rc) return err_set(&s->err, rc, "scan");
-    const uint8_t *pfx = s->kbuf2.data;
-    size_t pfx_len = s->kbuf2.len;
+    if (rc) {
+        buf_free(&pbuf);
+        return err_set(&s->err, rc, "scan");
+    }
+    const uint8_t *pfx = pbuf.data;
+    size_t pfx_len = pbuf.len;
 
     leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro);
     /* Start at the later of the prefix and start_after. */
@@ -118,5 +124,6 @@ int store_scan(struct store *s, uint32_t partition, const uint8_t *prefix, size_
     leveldb_iter_get_error(it, &e);
     leveldb_iter_destroy(it);
     int lrc = store_ldb_status(&s->err, &e, "scan");
+    buf_free(&pbuf);
     return rc ? rc : lrc;
 }

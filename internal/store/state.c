@@ -98,9 +98,8 @@ static int ldb_key(struct store *s, const struct store_part *p, uint8_t kind, co
 }
 
 int store_state_get(struct store *s, const struct store_part *p, uint8_t kind, const uint8_t *key,
-                    size_t klen, uint8_t *val, size_t val_max, size_t *val_len)
+                    size_t klen, uint64_t h, uint8_t *val, size_t val_max, size_t *val_len)
 {
-    uint64_t h = store_state_hash(p->id, p->gen, kind, key, klen);
     const struct store_ov_ent *e = ov_get(&s->ov, h, kind, key, klen);
     if (e != NULL) {
         if (!e->present) return 0;
@@ -108,6 +107,10 @@ int store_state_get(struct store *s, const struct store_part *p, uint8_t kind, c
         memcpy(val, s->ov.arena.data + e->val_off, e->val_len);
         *val_len = e->val_len;
         return 1;
+    }
+    if (kind == STORE_TAG_DATA && store_filter_absent(p, h)) {
+        s->stats.filter_skips++;
+        return 0;
     }
     int rc = store_cache_get(cache_of(s, kind), h, p->id, p->gen, kind, key, klen, val, val_len);
     if (rc >= 0) {

@@ -150,6 +150,7 @@ int store_part_get(struct store *s, uint32_t id, struct store_part **out)
     struct store_part *p = calloc(1, sizeof(*p));
     if (p == NULL) return err_set(&s->err, -TRINE_ENOMEM, "partition state");
     p->id = id;
+    buf_init(&p->filter.cursor);
     int rc = store_key_part(&s->kbuf, STORE_TAG_META, id);
     char *v = NULL;
     size_t vlen = 0;
@@ -260,6 +261,7 @@ int store_drop(struct store *s, uint32_t partition)
     p->applied_index = 0;
     p->applied_term = 0;
     p->dedupe_gc_due = 0;
+    store_filter_reset(s, p);
     store_caches_clear(s);
     return store_gen_delete(s, p->id, old);
 }
@@ -308,6 +310,8 @@ static void apply_defaults(struct store_options *o)
     if (o->meta_cache_entries == 0) o->meta_cache_entries = 131072;
     if (o->client_cache_entries == 0) o->client_cache_entries = 16384;
     if (o->dedupe_window == 0) o->dedupe_window = 1048576;
+    if (o->key_filter_bytes == 0) o->key_filter_bytes = 64 * MIB;
+    if (o->key_filter_bytes == SIZE_MAX) o->key_filter_bytes = 0; /* disabled */
 }
 
 int store_open(const char *dir, const struct store_options *opt, struct store **out,
@@ -321,6 +325,7 @@ int store_open(const char *dir, const struct store_options *opt, struct store **
     buf_init(&s->kbuf);
     buf_init(&s->kbuf2);
     buf_init(&s->vbuf);
+    buf_init(&s->hashes);
     buf_init(&s->ov.arena);
     s->ov.epoch = 1; /* slot words are zeroed: epoch 0 would look used */
     atomic_init(&s->snapshots_open, 0);
@@ -336,6 +341,8 @@ int store_open(const char *dir, const struct store_options *opt, struct store **
         leveldb_options_set_filter_policy(s->ldb_opts, s->ldb_bloom);
     }
     s->ro = leveldb_readoptions_create();
+    s->ro_scan = leveldb_readoptions_create();
+    leveldb_readoptions_set_fill_cache(s->ro_scan, 0);
     s->wo = leveldb_writeoptions_create();
     leveldb_writeoptions_set_sync(s->wo, 0);
     s->wo_sync = leveldb_writeoptions_create();
@@ -370,6 +377,7 @@ void store_close(struct store *s)
     for (uint32_t i = 0; i < s->nparts; i++) {
         if (s->parts[i] == NULL) continue;
         if (s->parts[i]->install) store_install_drop(s->parts[i]->install);
+        store_filter_reset(s, s->parts[i]);
         free(s->parts[i]);
     }
     free(s->parts);
@@ -379,6 +387,7 @@ void store_close(struct store *s)
     leveldb_writeoptions_destroy(s->wo);
     leveldb_writeoptions_destroy(s->wo_sync);
     leveldb_readoptions_destroy(s->ro);
+    leveldb_readoptions_destroy(s->ro_scan);
     leveldb_options_destroy(s->ldb_opts);
     leveldb_cache_destroy(s->ldb_cache);
     if (s->ldb_bloom) leveldb_filterpolicy_destroy(s->ldb_bloom);
@@ -388,5 +397,6 @@ void store_close(struct store *s)
     buf_free(&s->kbuf);
     buf_free(&s->kbuf2);
     buf_free(&s->vbuf);
+    buf_free(&s->hashes);
     free(s);
 }

@@ -59,6 +59,10 @@ struct store_options {
      * 0 = defaults (131072 and 16384); SIZE_MAX disables. */
     size_t meta_cache_entries;
     size_t client_cache_entries;
+    /* Cap on the per-partition key-presence filters (about 5-8 bytes per
+     * stored key) that let applies of new keys skip the leveldb read; a
+     * partition over the cap does without. 0 = 64 MiB; SIZE_MAX disables. */
+    size_t key_filter_bytes;
     /* Dedupe window in revisions (log indexes): a client's entry is forgotten
      * once no write of it was applied for this many revisions. It changes
      * which retries are recognised, so it MUST be the same on every replica
@@ -235,7 +239,8 @@ struct store_stats {
     uint64_t applied_ops;
     uint64_t batches;
     uint64_t duplicates;
-    uint64_t cache_hits; /* metadata/dedupe lookups answered without leveldb */
+    uint64_t cache_hits;   /* metadata/dedupe lookups answered by a cache */
+    uint64_t filter_skips; /* new keys proven absent by the key filter */
     uint64_t leveldb_reads;
 };
 void store_stats(const struct store *s, struct store_stats *out);

@@ -83,6 +83,16 @@ struct store_meta {
     uint64_t expire_at_ms;
 };
 
+/* Key-presence filter of a partition's current generation (filter.c). */
+struct store_filter {
+    uint32_t *slots; /* fingerprints, 0 = empty */
+    uint32_t mask;
+    uint32_t n;
+    bool complete;     /* every stored key is in: "not in" proves absence */
+    bool disabled;     /* over the memory cap: never consulted until reset */
+    struct buf cursor; /* build scan: next user key to read (empty: start) */
+};
+
 struct store_part {
     uint32_t id;
     uint32_t gen;
@@ -94,12 +104,14 @@ struct store_part {
     uint64_t dedupe_gc_due;
     uint64_t dedupe_gc_new;
     struct store_install *install; /* in progress, or NULL */
+    struct store_filter filter;
 };
 
-/* Bounded direct-mapped cache of committed per-key state (cache.c). */
+/* Bounded set-associative cache of committed per-key state (cache.c). */
 struct store_cache {
     uint8_t *mem;
-    size_t mask; /* slots - 1; mem == NULL: disabled */
+    uint32_t *tags; /* per slot: bits 32..63 of the hash (0 = empty) */
+    size_t mask;    /* sets - 1; mem == NULL: disabled */
     size_t slot_size;
     size_t val_max;
 };
@@ -126,6 +138,7 @@ struct store {
     leveldb_cache_t *ldb_cache;
     leveldb_filterpolicy_t *ldb_bloom;
     leveldb_readoptions_t *ro;
+    leveldb_readoptions_t *ro_scan;  /* bulk scans: do not evict the block cache */
     leveldb_writeoptions_t *wo;      /* sync off: the WAL is the durable record */
     leveldb_writeoptions_t *wo_sync; /* generation flips, drops */
     leveldb_writebatch_t *wb;        /* the batch store_apply builds */
@@ -136,6 +149,8 @@ struct store {
     struct store_cache client_cache; /* kind 'C': the dedupe record */
     struct store_overlay ov;
     struct buf kbuf, kbuf2, vbuf; /* scratch for keys and values */
+    struct buf hashes;            /* store_apply: state hash per op */
+    size_t filter_bytes;          /* memory of every partition's filter */
     char *get_val;                /* leveldb-owned, borrowed by the last store_get */
     atomic_int snapshots_open;
     struct store_stats stats;
@@ -210,6 +225,10 @@ void store_cache_clear(struct store_cache *c);
 /* 1 present (val/val_len filled), 0 known absent, -1 unknown. */
 int store_cache_get(const struct store_cache *c, uint64_t h, uint32_t part, uint32_t gen,
                     uint8_t kind, const uint8_t *key, size_t klen, uint8_t *val, size_t *val_len);
+/* Two-step prefetch for a batch: the tags of h's set, then (once those are
+ * in) the slot whose tag matches. */
+void store_cache_prefetch(const struct store_cache *c, uint64_t h);
+void store_cache_prefetch_slot(const struct store_cache *c, uint64_t h);
 void store_cache_put(struct store_cache *c, uint64_t h, uint32_t part, uint32_t gen, uint8_t kind,
                      const uint8_t *key, size_t klen, const uint8_t *val, size_t val_len,
                      bool present);
@@ -219,9 +238,9 @@ void store_cache_put(struct store_cache *c, uint64_t h, uint32_t part, uint32_t 
 void store_ov_free(struct store_overlay *ov);
 /* Current state of (kind, key) for the batch being built: 1 present (at most
  * val_max bytes copied to val: the record header for 'D', the whole record
- * for 'C'), 0 absent, or a negative status. */
+ * for 'C'), 0 absent, or a negative status. h = store_state_hash() of it. */
 int store_state_get(struct store *s, const struct store_part *p, uint8_t kind, const uint8_t *key,
-                    size_t klen, uint8_t *val, size_t val_max, size_t *val_len);
+                    size_t klen, uint64_t h, uint8_t *val, size_t val_max, size_t *val_len);
 /* Records the batch's new state of (kind, key). dirty: also write it to
  * leveldb (put / delete) at store_state_flush(); otherwise the caller already
  * added the leveldb write to s->wb. */
@@ -233,6 +252,18 @@ int store_state_flush(struct store *s, const struct store_part *p);
 void store_state_commit(struct store *s, const struct store_part *p);
 /* Forgets the overlay (batch abandoned). */
 void store_state_reset(struct store *s);
+
+/* --- filter.c ----------------------------------------------------------------- */
+
+/* Advances the filter's build scan by a bounded step (called per apply). */
+int store_filter_step(struct store *s, struct store_part *p);
+/* Records that the key with state hash h is stored. */
+void store_filter_add(struct store *s, struct store_part *p, uint64_t h);
+/* True only if the key with state hash h is certainly not stored. */
+bool store_filter_absent(const struct store_part *p, uint64_t h);
+void store_filter_prefetch(const struct store_part *p, uint64_t h);
+/* Frees the filter; it rebuilds from scratch (generation changed, close). */
+void store_filter_reset(struct store *s, struct store_part *p);
 
 /* --- ttl.c --------------------------------------------------------------------- */
 
