@@ -134,8 +134,18 @@ static void call_backoff(struct trine_client *c, unsigned n, uint64_t deadline_n
     }
 }
 
+static const enum trine_consistency call_public_consistency[] = {
+    [CODEC_CONSISTENCY_FAST] = TRINE_CONSISTENCY_FAST,
+    [CODEC_CONSISTENCY_STRONG] = TRINE_CONSISTENCY_STRONG,
+    [CODEC_CONSISTENCY_ALL] = TRINE_CONSISTENCY_ALL,
+};
+
 static void call_fill_result(struct trine_result *res, const struct codec_rep_header *h)
 {
+    /* The level the node actually served (a fast cas runs strong): report
+     * it, so a change is never silent. */
+    if (h->status == 0 && h->consistency <= CODEC_CONSISTENCY_ALL)
+        res->consistency = call_public_consistency[h->consistency];
     res->revision = h->revision;
     res->served_by = h->served_by;
     res->applied_index = h->applied_index;

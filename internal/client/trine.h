@@ -115,7 +115,7 @@ struct trine_result {
     uint32_t acks;            /* replicas that had the write durable when acknowledged */
     uint32_t replicas;        /* size of the key's replica set (0 = unknown) */
     uint32_t attempts;        /* requests sent or tried, retries included */
-    enum trine_consistency consistency; /* level used (never DEFAULT) */
+    enum trine_consistency consistency; /* level the node served (a fast cas runs strong) */
 };
 
 /* TLS material, PEM files. All three are required: the cluster uses mutual TLS. */

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -191,6 +192,10 @@ static void fake_default(struct fake *f, struct fake *s, const struct codec_msg 
     h->req_id = client_req_hdr((struct codec_msg *)req)->req_id;
     h->served_by = f->node_id;
     h->acks = 3;
+    /* Like trined: cas needs a linearizable read, so it is served strong at least. */
+    h->consistency = client_req_hdr((struct codec_msg *)req)->consistency;
+    if (req->type == CODEC_MSG_CAS_REQ && h->consistency == CODEC_CONSISTENCY_FAST)
+        h->consistency = CODEC_CONSISTENCY_STRONG;
     switch (req->type) {
     case CODEC_MSG_PUT_REQ:
         fake_write(s, req->put_req.key, req->put_req.value, req->put_req.ttl_ms, h,
@@ -736,8 +741,11 @@ static void test_cas(void **state)
     assert_non_null(strstr(trine_client_errmsg(c), "CAS_FAILED"));
     /* Never retried. */
     assert_int_equal(fake_count(a, CODEC_MSG_CAS_REQ), 3);
-    assert_int_equal(trine_kv_cas(c, "k", 1, 1, "b", 1, NULL, &r), 0);
+    /* A fast cas is served strong, and the result says so. */
+    struct trine_opts fast = {.consistency = TRINE_CONSISTENCY_FAST};
+    assert_int_equal(trine_kv_cas(c, "k", 1, 1, "b", 1, &fast, &r), 0);
     assert_int_equal(r.version, 2);
+    assert_int_equal(r.consistency, TRINE_CONSISTENCY_STRONG);
     trine_client_close(c);
     fake_stop(a);
 }
@@ -1057,6 +1065,104 @@ static void test_threads_share_handle(void **state)
     fake_stop(b);
 }
 
+/* ---------------------------------------------------------------- the CLI */
+
+static char cli_out[8192], cli_err[8192];
+
+/* Runs "$BINDIR/trine <args>" (env_prefix first) and returns its exit code;
+ * stdout and stderr land in cli_out / cli_err. */
+static int run_cli(const char *env_prefix, const char *args)
+{
+    const char *bindir = getenv("BINDIR");
+    char bin[512];
+    snprintf(bin, sizeof(bin), "%s/trine", bindir && *bindir ? bindir : "bin");
+    if (access(bin, X_OK) != 0) fail_msg("%s is not built (run make first)", bin);
+    char errf[600], cmd[4096];
+    tu_path(errf, sizeof(errf), cert_dir, "cli.stderr");
+    snprintf(cmd, sizeof(cmd), "%s %s %s 2>%s", env_prefix, bin, args, errf);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(cli_out, 1, sizeof(cli_out) - 1, p);
+    cli_out[n] = '\0';
+    int st = pclose(p);
+    FILE *e = fopen(errf, "r");
+    assert_non_null(e);
+    n = fread(cli_err, 1, sizeof(cli_err) - 1, e);
+    cli_err[n] = '\0';
+    fclose(e);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+static void test_cli(void **state)
+{
+    (void)state;
+    struct fake *a = fake_start(1);
+    char env[2048], flags[2048];
+    snprintf(env, sizeof(env),
+             "TRINE_ENDPOINTS=%s TRINE_CACERT=%s/ca.pem TRINE_CERT=%s/client.pem "
+             "TRINE_KEY=%s/client.key",
+             a->addr, cert_dir, cert_dir, cert_dir);
+    snprintf(flags, sizeof(flags),
+             "--endpoints %s --cacert %s/ca.pem --cert %s/client.pem --key %s/client.key", a->addr,
+             cert_dir, cert_dir, cert_dir);
+    char args[4096];
+    snprintf(args, sizeof(args), "%s put greeting hello", flags);
+    assert_int_equal(run_cli("", args), 0);
+    assert_string_equal(cli_out, "OK revision=1 version=1 (served by node 1, strong, 3/3 acks)\n");
+    /* Settings from the environment; the value alone on stdout. */
+    assert_int_equal(run_cli(env, "get greeting"), 0);
+    assert_string_equal(cli_out, "hello\n");
+    assert_non_null(strstr(cli_err, "version=1"));
+    assert_non_null(strstr(cli_err, "served by node 1"));
+    assert_int_equal(run_cli(env, "-o json get greeting"), 0);
+    assert_non_null(strstr(cli_out, "\"value\":\"hello\""));
+    assert_non_null(strstr(cli_out, "\"version\":1"));
+    assert_non_null(strstr(cli_out, "\"served_by\":1"));
+    assert_non_null(strstr(cli_out, "\"revision\":1"));
+    assert_int_equal(run_cli(env, "--consistency fast put --ttl 60 greeting again -o json"), 0);
+    assert_non_null(strstr(cli_out, "\"version\":2"));
+    assert_non_null(strstr(cli_out, "\"consistency\":\"fast\""));
+    assert_int_equal(fake_nth(a, CODEC_MSG_PUT_REQ, 1).ttl_ms, 60000);
+    /* Exit codes. */
+    assert_int_equal(run_cli(env, "get nothing-here"), 1);
+    assert_non_null(strstr(cli_err, "NOT_FOUND"));
+    assert_int_equal(run_cli(env, "cas greeting 7 x"), 4);
+    assert_non_null(strstr(cli_err, "is at version 2, not 7"));
+    assert_int_equal(run_cli(env, "cas greeting 2 x"), 0);
+    assert_int_equal(run_cli(env, "put onlykey"), 2);
+    assert_int_equal(run_cli(env, "frobnicate"), 2);
+    assert_int_equal(run_cli(env, "get k --limit 3"), 2);
+    assert_int_equal(run_cli(env, "--consistency eventual get k"), 2);
+    assert_int_equal(run_cli("", "get k"), 2); /* no certificates */
+    assert_int_equal(run_cli(env, "put --help"), 0);
+    assert_non_null(strstr(cli_out, "usage: trine [options] put KEY VALUE [--ttl SECONDS]"));
+    assert_int_equal(run_cli(env, "--help"), 0);
+    assert_non_null(strstr(cli_out, "cluster status"));
+    /* Scan and delete. */
+    assert_int_equal(run_cli(env, "put -- -dash \"two words\""), 0);
+    assert_int_equal(run_cli(env, "scan ''"), 0);
+    assert_string_equal(cli_out, "-dash\ttwo words\ngreeting\tx\n");
+    assert_non_null(strstr(cli_err, "2 keys"));
+    assert_int_equal(run_cli(env, "scan gr -o json"), 0);
+    assert_non_null(strstr(cli_out, "\"count\":1"));
+    assert_int_equal(run_cli(env, "del greeting"), 0);
+    assert_non_null(strstr(cli_out, "OK revision="));
+    assert_int_equal(run_cli(env, "get greeting"), 1);
+    /* Cluster status as a table. */
+    assert_int_equal(run_cli(env, "cluster status"), 0);
+    assert_non_null(strstr(cli_out, "NODE"));
+    assert_non_null(strstr(cli_out, "DOWN"));
+    assert_non_null(strstr(cli_out, "worst lag 10 entries (node 3)"));
+    assert_int_equal(run_cli(env, "cluster status -o json"), 0);
+    assert_non_null(strstr(cli_out, "\"worst_lag\":10"));
+    /* A node that never answers: exit 3 with "outcome unknown". */
+    fake_set_hook(a, hook_hold);
+    assert_int_equal(run_cli(env, "--timeout 200 put k v"), 3);
+    assert_non_null(strstr(cli_err, "outcome unknown"));
+    fake_stop(a);
+}
+
 static void test_status_codes_match_proto(void **state)
 {
     (void)state;
@@ -1121,6 +1227,7 @@ int main(void)
         cmocka_unit_test(test_cluster_status),
         cmocka_unit_test(test_routes_by_partition),
         cmocka_unit_test(test_threads_share_handle),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests_name("client", tests, group_setup, group_teardown);
 }
