@@ -43,6 +43,7 @@ typedef int (*op_fn)(struct store *s, struct store_part *p, const struct store_o
 static int load_cur(struct store *s, struct store_part *p, const struct store_op *op, uint64_t h,
                     struct cur *c)
 {
+    memset(c, 0, sizeof(*c));
     uint8_t hdr[STORE_REC_HDR];
     size_t n = 0;
     int rc = store_state_get(s, p, STORE_TAG_DATA, op->key, op->key_len, h, hdr, sizeof(hdr), &n);

@@ -45,10 +45,15 @@ struct store_snapshot {
 static int snap_open(struct store *s, uint32_t partition, struct store_snapshot **out)
 {
     *out = NULL;
-    if (partition >= STORE_PARTITIONS_MAX)
-        return err_set(&s->err, -TRINE_EINVALID, "partition %u out of range", partition);
+    if (partition >= STORE_PARTITIONS_MAX) {
+        err_set(&s->err, -TRINE_EINVALID, "partition %u out of range", partition);
+        return -TRINE_EINVALID;
+    }
     struct store_snapshot *sn = calloc(1, sizeof(*sn));
-    if (sn == NULL) return err_set(&s->err, -TRINE_ENOMEM, "snapshot");
+    if (sn == NULL) {
+        err_set(&s->err, -TRINE_ENOMEM, "snapshot");
+        return -TRINE_ENOMEM;
+    }
     sn->db = s->db;
     sn->part = partition;
     sn->window = s->opt.dedupe_window;
@@ -208,7 +213,7 @@ static int fill(struct store_snapshot *sn, size_t want)
             rc = buf_reserve(&sn->pend, STORE_SNAP_HDR_LEN);
             if (rc) return err_set(&sn->err, rc, "snapshot buffer");
             uint8_t *q = sn->pend.data + sn->pend.len;
-            memcpy(q, STORE_SNAP_MAGIC, 8);
+            memcpy(q, STORE_SNAP_MAGIC, 8); /* NOLINT(bugprone-not-null-terminated-result) */
             put_u32be(q + 8, STORE_SNAP_FORMAT);
             put_u32be(q + 12, sn->part);
             put_u64be(q + 16, sn->applied_index);

@@ -131,15 +131,24 @@ int store_meta_decode(const uint8_t *p, size_t n, uint32_t *gen, uint64_t *appli
 
 int store_part_get(struct store *s, uint32_t id, struct store_part **out)
 {
-    if (id >= STORE_PARTITIONS_MAX)
-        return err_set(&s->err, -TRINE_EINVALID, "partition %u out of range", id);
+    *out = NULL;
+    /* Explicit codes (not `return err_set()`) where callers use *out: the
+     * static analyzer cannot see that err_set() returns its rc. */
+    if (id >= STORE_PARTITIONS_MAX) {
+        err_set(&s->err, -TRINE_EINVALID, "partition %u out of range", id);
+        return -TRINE_EINVALID;
+    }
     if (id >= s->nparts) {
         uint32_t n = s->nparts ? s->nparts : 64;
         while (n <= id)
             n *= 2;
-        struct store_part **np = realloc(s->parts, n * sizeof(*np));
-        if (np == NULL) return err_set(&s->err, -TRINE_ENOMEM, "partition table");
-        memset(np + s->nparts, 0, (n - s->nparts) * sizeof(*np));
+        size_t psize = sizeof(struct store_part *);
+        struct store_part **np = realloc(s->parts, n * psize);
+        if (np == NULL) {
+            err_set(&s->err, -TRINE_ENOMEM, "partition table");
+            return -TRINE_ENOMEM;
+        }
+        memset(np + s->nparts, 0, (n - s->nparts) * psize);
         s->parts = np;
         s->nparts = n;
     }
@@ -148,7 +157,10 @@ int store_part_get(struct store *s, uint32_t id, struct store_part **out)
         return 0;
     }
     struct store_part *p = calloc(1, sizeof(*p));
-    if (p == NULL) return err_set(&s->err, -TRINE_ENOMEM, "partition state");
+    if (p == NULL) {
+        err_set(&s->err, -TRINE_ENOMEM, "partition state");
+        return -TRINE_ENOMEM;
+    }
     p->id = id;
     buf_init(&p->filter.cursor);
     int rc = store_key_part(&s->kbuf, STORE_TAG_META, id);

@@ -41,8 +41,8 @@
 /* Hard limits of the store itself; the server enforces smaller, configurable
  * ones (DESIGN.md: keys 4 KiB, values 1 MiB by default). An op beyond these is
  * answered with -TRINE_ETOO_LARGE and changes nothing. */
-#define STORE_KEY_MAX        (64u * 1024 - 1)
-#define STORE_VALUE_MAX      (64u * 1024 * 1024)
+#define STORE_KEY_MAX        ((size_t)64 * 1024 - 1)
+#define STORE_VALUE_MAX      ((size_t)64 * 1024 * 1024)
 #define STORE_PARTITIONS_MAX 65536u
 /* Results remembered per client for dedupe (pipelining depth per client id). */
 #define STORE_DEDUPE_PER_CLIENT 8
