@@ -210,8 +210,7 @@ int rollback_record(struct replica *r, struct group *g, uint64_t from, uint64_t 
         if (rc == 0 && count < to - from + 1)
             log_part(LOG_LEVEL_ERROR, "replica", g->partition,
                      "rollback of [%llu, %llu]: only %llu entries readable",
-                     (unsigned long long)from, (unsigned long long)to,
-                     (unsigned long long)count);
+                     (unsigned long long)from, (unsigned long long)to, (unsigned long long)count);
     }
     if (rc == 0 && out.len > 0) rc = rb_write(r, &out);
     buf_free(&out);

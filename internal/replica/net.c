@@ -138,8 +138,8 @@ int net_queue_msg(struct replica *r, struct group *g, const struct raft_msg *m)
             struct codec_entry *ce = &c->entries[k];
             ce->term = e->term;
             ce->index = e->index;
-            ce->type = e->type == RAFT_ENTRY_CONF ? CODEC_ENTRY_TYPE_CONF_CHANGE
-                                                  : CODEC_ENTRY_TYPE_NORMAL;
+            ce->type =
+                e->type == RAFT_ENTRY_CONF ? CODEC_ENTRY_TYPE_CONF_CHANGE : CODEC_ENTRY_TYPE_NORMAL;
             uint32_t len = e->type == RAFT_ENTRY_NOOP ? 0 : e->len;
             ce->data.len = len;
             ce->data.data = len ? arena_copy(&r->arena, e->data, len) : NULL;
@@ -150,8 +150,7 @@ int net_queue_msg(struct replica *r, struct group *g, const struct raft_msg *m)
     }
     po->n++;
     po->bytes += bytes;
-    if (po->n >= BATCH_MSGS_MAX || po->bytes > r->lim.frame_bytes_max / 2)
-        return flush_peer(r, po);
+    if (po->n >= BATCH_MSGS_MAX || po->bytes > r->lim.frame_bytes_max / 2) return flush_peer(r, po);
     return 0;
 }
 

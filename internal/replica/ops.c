@@ -65,7 +65,8 @@ static void wl_push(struct wlist *l, struct waiter *w)
 static void wl_insert_sorted(struct wlist *l, struct waiter *w)
 {
     struct waiter *after = l->tail;
-    while (after && after->index > w->index) after = after->prev;
+    while (after && after->index > w->index)
+        after = after->prev;
     w->prev = after;
     w->next = after ? after->next : l->head;
     if (w->next)
@@ -175,12 +176,13 @@ void ops_flush_done(struct replica *r)
 
 /* ---- writes ----------------------------------------------------------------------------- */
 
-static void write_result(struct waiter *w, const struct store_result *sr, struct replica_result *res)
+static void write_result(struct waiter *w, const struct store_result *sr,
+                         struct replica_result *res)
 {
     result_base(w->g, res);
     res->status = sr->status;
-    res->message = sr->status == -TRINE_ESTALE ? "retry older than the dedupe window: not applied"
-                                               : "";
+    res->message =
+        sr->status == -TRINE_ESTALE ? "retry older than the dedupe window: not applied" : "";
     res->consistency = w->served;
     res->revision = sr->revision;
     res->version = sr->version;
@@ -337,15 +339,16 @@ int replica_write(struct replica *r, const struct replica_write *wr, replica_don
     rc = raft_propose(g->raft, now, r->cmd_buf.data, (uint32_t)r->cmd_buf.len, &index, &term);
     if (rc < 0) {
         res->leader_hint = raft_leader(g->raft);
-        return now_answer(res, rc, rc == -TRINE_EBUSY ? "primary busy (transfer or backlog)"
-                                                      : "proposal refused");
+        return now_answer(res, rc,
+                          rc == -TRINE_EBUSY ? "primary busy (transfer or backlog)"
+                                             : "proposal refused");
     }
     struct waiter *w = waiter_new(r, g, W_WRITE, wr->timeout_ms, done, arg);
     TRINE_ASSERT(w != NULL); /* the entry is in the log: its answer must not be lost */
     w->op = wr->op;
     w->want = wr->consistency;
-    w->served = wr->op == REPLICA_CAS && wr->consistency == REPLICA_FAST ? REPLICA_STRONG
-                                                                          : wr->consistency;
+    w->served =
+        wr->op == REPLICA_CAS && wr->consistency == REPLICA_FAST ? REPLICA_STRONG : wr->consistency;
     w->index = index;
     w->term = term;
     w->expire_at_ms = c.expire_at_ms;
@@ -501,8 +504,9 @@ static int start_read(struct replica *r, const struct replica_read *rd, uint8_t 
     if (rc < 0) {
         waiter_free(r, w);
         res->leader_hint = raft_leader(g->raft);
-        return now_answer(res, rc, rc == -TRINE_EBUSY ? "too many reads pending"
-                                                      : "no leader known for ReadIndex");
+        return now_answer(res, rc,
+                          rc == -TRINE_EBUSY ? "too many reads pending"
+                                             : "no leader known for ReadIndex");
     }
     r->dirty = true;
     return REPLICA_LATER;
@@ -514,8 +518,8 @@ int replica_get(struct replica *r, const struct replica_read *rd, replica_done_f
     return start_read(r, rd, W_GET, done, arg, res);
 }
 
-int replica_scan(struct replica *r, const struct replica_read *rd, replica_done_fn done,
-                 void *arg, struct replica_result *res)
+int replica_scan(struct replica *r, const struct replica_read *rd, replica_done_fn done, void *arg,
+                 struct replica_result *res)
 {
     return start_read(r, rd, W_SCAN, done, arg, res);
 }
@@ -578,6 +582,7 @@ void ops_timeouts(struct replica *r, uint64_t now_ms)
 
 void ops_fail_all(struct replica *r, int status, const char *why)
 {
-    while (r->all_head) fail(r, r->all_head, status, why);
+    while (r->all_head)
+        fail(r, r->all_head, status, why);
     ops_flush_done(r);
 }

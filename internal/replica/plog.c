@@ -40,7 +40,8 @@ void plog_truncate(struct plog *l, uint64_t from)
         return;
     }
     l->last = from - 1;
-    while (l->n_runs > 0 && l->runs[l->n_runs - 1].start >= from) l->n_runs--;
+    while (l->n_runs > 0 && l->runs[l->n_runs - 1].start >= from)
+        l->n_runs--;
 }
 
 int plog_append(struct plog *l, uint64_t index, uint64_t term)
@@ -79,7 +80,8 @@ void plog_compact(struct plog *l, uint64_t upto)
     l->first = upto + 1;
     /* keep the run containing first and everything after it */
     uint32_t k = 0;
-    while (k + 1 < l->n_runs && l->runs[k + 1].start <= l->first) k++;
+    while (k + 1 < l->n_runs && l->runs[k + 1].start <= l->first)
+        k++;
     if (k > 0) {
         memmove(l->runs, l->runs + k, (l->n_runs - k) * sizeof(*l->runs));
         l->n_runs -= k;

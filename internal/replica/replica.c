@@ -30,7 +30,6 @@
 #include "base/log.h"
 #include "metrics/metrics.h"
 #include "replica/replica_int.h"
-#include "ring/ring.h"
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
@@ -96,7 +95,8 @@ static int check_meta(struct replica *r, struct trine_err *err)
         return err_set(err, status_from_errno(errno), "replica: %s: %s", path, strerror(errno));
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return err_set(err, status_from_errno(errno), "replica: %s: %s", tmp, strerror(errno));
+    if (fd < 0)
+        return err_set(err, status_from_errno(errno), "replica: %s: %s", tmp, strerror(errno));
     char text[64];
     int len = snprintf(text, sizeof(text), "node_id=%u\npartitions=%u\n", r->cfg.node_id,
                        r->cfg.partitions);
@@ -200,22 +200,46 @@ static void defaults(struct replica_config *c)
     if (!c->clock.mono_ns) c->clock = clock_system;
 }
 
+static bool set_holds(const struct replica_set *s, uint32_t id)
+{
+    for (uint32_t i = 0; i < s->n && i < REPLICA_PEERS_MAX; i++)
+        if (s->nodes[i] == id) return true;
+    return false;
+}
+
+static int check_sets(const struct replica_config *c, struct trine_err *err)
+{
+    for (uint32_t p = 0; p < c->partitions; p++) {
+        const struct replica_set *s = &c->sets[p];
+        if (s->n == 0 || s->n > REPLICA_PEERS_MAX || s->n > RAFT_SERVERS_MAX)
+            return err_set(err, -TRINE_EINVALID, "replica: partition %u has %u replicas", p, s->n);
+        for (uint32_t i = 0; i < s->n; i++) {
+            if (s->nodes[i] == 0)
+                return err_set(err, -TRINE_EINVALID, "replica: partition %u: node id 0", p);
+            for (uint32_t k = 0; k < i; k++)
+                if (s->nodes[k] == s->nodes[i])
+                    return err_set(err, -TRINE_EINVALID,
+                                   "replica: partition %u lists node %u twice", p, s->nodes[i]);
+        }
+    }
+    return 0;
+}
+
 static int setup_groups(struct replica *r, struct trine_err *err)
 {
     const struct replica_config *c = &r->cfg;
     r->by_part = calloc(c->partitions, sizeof(*r->by_part));
     if (!r->by_part) return err_set(err, -TRINE_ENOMEM, "replica: out of memory");
     uint32_t n = 0;
-    for (uint32_t p = 0; p < c->partitions; p++) n += ring_holds(c->ring, p, c->node_id) ? 1 : 0;
+    for (uint32_t p = 0; p < c->partitions; p++)
+        n += set_holds(&c->sets[p], c->node_id) ? 1 : 0;
     r->groups = calloc(n ? n : 1, sizeof(*r->groups));
     if (!r->groups) return err_set(err, -TRINE_ENOMEM, "replica: out of memory");
     for (uint32_t p = 0; p < c->partitions; p++) {
-        if (!ring_holds(c->ring, p, c->node_id)) continue;
+        if (!set_holds(&c->sets[p], c->node_id)) continue;
         struct group *g = &r->groups[r->n_groups++];
-        size_t ns = 0;
-        const uint32_t *set = ring_replicas(c->ring, p, &ns);
-        if (ns > REPLICA_PEERS_MAX || ns > RAFT_SERVERS_MAX)
-            return err_set(err, -TRINE_EINVALID, "replica: partition %u has %zu replicas", p, ns);
+        size_t ns = c->sets[p].n;
+        const uint32_t *set = c->sets[p].nodes;
         g->rep = r;
         g->partition = p;
         g->preferred = set[0];
@@ -250,7 +274,11 @@ static int reconcile(struct replica *r, struct group *g, struct trine_err *err)
     uint8_t conf[RAFT_CONF_BYTES_MAX];
     uint32_t n = raft_conf_encode(&m.conf, conf);
     struct wal_record recs[2] = {
-        {.partition = g->partition, .type = WAL_SNAPSHOT, .term = at, .index = a, .payload = conf,
+        {.partition = g->partition,
+         .type = WAL_SNAPSHOT,
+         .term = at,
+         .index = a,
+         .payload = conf,
          .len = n},
         {.partition = g->partition, .type = WAL_TRUNCATE, .term = at, .index = a + 1},
     };
@@ -279,6 +307,12 @@ static int start_group(struct replica *r, struct group *g, struct trine_err *err
     rc_cfg.heartbeat_ms = r->cfg.heartbeat_ms;
     rc_cfg.lease_drift_ms = r->cfg.election_timeout_ms / 10;
     rc_cfg.seed = r->cfg.seed * 0x9e3779b97f4a7c15u + g->partition;
+    if (r->cfg.raft_tail_entries) {
+        rc_cfg.tail_entries = r->cfg.raft_tail_entries;
+        if (rc_cfg.msg_entries_max > rc_cfg.tail_entries / 2)
+            rc_cfg.msg_entries_max = rc_cfg.tail_entries / 2;
+        rc_cfg.catchup_lag_max = rc_cfg.msg_entries_max;
+    }
     struct raft_storage st;
     plog_storage(g, &st);
     uint64_t applied = 0, at = 0;
@@ -287,8 +321,7 @@ static int start_group(struct replica *r, struct group *g, struct trine_err *err
     uint64_t now = rep_now_ms(r);
     struct trine_err rerr = {0};
     rc = raft_create(&g->raft, &rc_cfg, &st, &init, now, &rerr);
-    if (rc < 0)
-        return err_set(err, rc, "replica: partition %u: %s", g->partition, rerr.msg);
+    if (rc < 0) return err_set(err, rc, "replica: partition %u: %s", g->partition, rerr.msg);
     g->applied = applied;
     g->term = g->log.hs.term;
     g->deadline_ms = raft_deadline(g->raft);
@@ -299,12 +332,12 @@ static int start_group(struct replica *r, struct group *g, struct trine_err *err
 int replica_open(const struct replica_config *cfg, struct replica **out, struct trine_err *err)
 {
     *out = NULL;
-    if (!cfg->node_id || !cfg->data_dir || !cfg->partitions || !cfg->ring)
-        return err_set(err, -TRINE_EINVALID, "replica: node_id, data_dir, partitions and ring "
-                                             "are required");
-    if (ring_partitions(cfg->ring) != cfg->partitions)
-        return err_set(err, -TRINE_EINVALID, "replica: ring has %u partitions, config %u",
-                       ring_partitions(cfg->ring), cfg->partitions);
+    if (!cfg->node_id || !cfg->data_dir || !cfg->partitions || !cfg->sets)
+        return err_set(err, -TRINE_EINVALID,
+                       "replica: node_id, data_dir, partitions and sets "
+                       "are required");
+    int crc = check_sets(cfg, err);
+    if (crc < 0) return crc;
     struct replica *r = calloc(1, sizeof(*r));
     if (!r) return err_set(err, -TRINE_ENOMEM, "replica: out of memory");
     r->cfg = *cfg;
@@ -324,6 +357,7 @@ int replica_open(const struct replica_config *cfg, struct replica **out, struct 
                      strerror(errno));
     if (rc == 0) rc = check_meta(r, err);
     if (rc == 0) rc = setup_groups(r, err);
+    r->cfg.sets = NULL; /* copied into the groups; the caller's array may go */
     char path[4096];
     if (rc == 0) {
         snprintf(path, sizeof(path), "%s/store", r->dir);
@@ -339,7 +373,8 @@ int replica_open(const struct replica_config *cfg, struct replica **out, struct 
         struct wal_recovery rep;
         rc = wal_open(&wo, &r->wal, &rep, err);
     }
-    for (uint32_t i = 0; rc == 0 && i < r->n_groups; i++) rc = start_group(r, &r->groups[i], err);
+    for (uint32_t i = 0; rc == 0 && i < r->n_groups; i++)
+        rc = start_group(r, &r->groups[i], err);
     if (rc == 0) rc = register_metrics(r, err);
     if (rc < 0) {
         replica_close(r);
@@ -363,7 +398,8 @@ void replica_close(struct replica *r)
     }
     if (r->store) store_close(r->store);
     if (r->rollback_fd >= 0) close(r->rollback_fd);
-    for (uint32_t i = 0; i < r->n_outs; i++) free(r->outs[i].msgs);
+    for (uint32_t i = 0; i < r->n_outs; i++)
+        free(r->outs[i].msgs);
     free(r->outs);
     free(r->recs);
     arena_free(&r->arena);
@@ -384,7 +420,8 @@ void replica_close(struct replica *r)
 
 size_t replica_partitions(const struct replica *r, uint32_t *ids, size_t max)
 {
-    for (uint32_t i = 0; i < r->n_groups && i < max; i++) ids[i] = r->groups[i].partition;
+    for (uint32_t i = 0; i < r->n_groups && i < max; i++)
+        ids[i] = r->groups[i].partition;
     return r->n_groups;
 }
 
@@ -416,15 +453,18 @@ int replica_status(struct replica *r, uint32_t partition, struct replica_part_st
     out->last_index = st.last_index;
     out->snapshot_index = g->log.snap.index;
     uint64_t now = rep_now_ms(r);
-    out->peers[out->n_peers++] = (struct replica_peer_status){
-        .id = r->cfg.node_id, .voter = true, .active = true, .match = st.persisted,
-        .lag = st.last_index - st.persisted};
+    out->peers[out->n_peers++] = (struct replica_peer_status){.id = r->cfg.node_id,
+                                                              .voter = true,
+                                                              .active = true,
+                                                              .match = st.persisted,
+                                                              .lag = st.last_index - st.persisted};
     for (uint32_t i = 0; i < g->n_peers && out->n_peers < REPLICA_PEERS_MAX; i++) {
         const struct peer *p = &g->peers[i];
         struct replica_peer_status *ps = &out->peers[out->n_peers++];
         ps->id = p->id;
         ps->voter = p->voter;
-        ps->active = st.role == RAFT_LEADER ? group_peer_active(g, p, now) : !rep_peer_down(r, p->id);
+        ps->active =
+            st.role == RAFT_LEADER ? group_peer_active(g, p, now) : !rep_peer_down(r, p->id);
         if (st.role == RAFT_LEADER) {
             ps->match = p->match;
             ps->lag = st.last_index > p->match ? st.last_index - p->match : 0;

@@ -56,9 +56,14 @@
 #include "store/store.h"
 
 struct metrics;
-struct ring;
 
 #define REPLICA_PEERS_MAX 16 /* members of one partition's replica set */
+
+/* One partition's replica set; nodes[0] is the preferred primary. */
+struct replica_set {
+    uint32_t n;
+    uint32_t nodes[REPLICA_PEERS_MAX];
+};
 
 /* Consistency levels: the numbers of proto's `consistency` enum. */
 enum replica_consistency {
@@ -70,12 +75,12 @@ enum replica_consistency {
 struct replica_config {
     uint32_t node_id;     /* this node, nonzero */
     const char *data_dir; /* created if missing (not its parents) */
-    /* Placement. partitions is the cluster's P (checked against node.meta); the ring gives
-     * each partition's replica set (preferred primary first). Copied at open: static
-     * membership, the ring may be freed afterwards. Partitions whose set does not contain
+    /* Placement: P and, for each partition p, sets[p] = its replica set, preferred primary
+     * first (the server fills it from the ring: ring_replicas). partitions is checked against
+     * node.meta. Copied at open (static membership). Partitions whose set does not contain
      * node_id are not hosted. */
     uint32_t partitions;
-    const struct ring *ring;
+    const struct replica_set *sets;
 
     /* Callbacks (see the header comment). send returns 0 or an error (the frame is then
      * dropped; Raft and the snapshot stream retry). frame is borrowed for the call. */
@@ -99,6 +104,7 @@ struct replica_config {
     uint32_t snapshot_window_bytes;    /* unacknowledged snapshot bytes per stream [4 MiB] */
     uint32_t expire_batch;             /* EXPIRE ops proposed per partition per tick [128] */
     uint32_t frame_bytes_max;          /* largest peer frame sent [codec default] */
+    uint32_t raft_tail_entries;        /* entries each group keeps in memory, power of two [512] */
     uint64_t seed;                     /* randomness of election timeouts [node_id] */
     bool wal_sync_off;                 /* no fdatasync: tests and benchmarks ONLY */
     const struct store_options *store; /* NULL: store defaults */

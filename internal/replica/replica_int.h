@@ -70,8 +70,8 @@ struct plog {
 };
 
 int plog_append(struct plog *l, uint64_t index, uint64_t term); /* truncates >= index first */
-void plog_truncate(struct plog *l, uint64_t from);               /* drops >= from */
-void plog_compact(struct plog *l, uint64_t upto);                 /* drops <= upto */
+void plog_truncate(struct plog *l, uint64_t from);              /* drops >= from */
+void plog_compact(struct plog *l, uint64_t upto);               /* drops <= upto */
 /* Applies a snapshot mark: drops <= index; drops everything when the log conflicts there. */
 void plog_mark(struct plog *l, const struct raft_snapshot_meta *m);
 int plog_term(const struct plog *l, uint64_t index, uint64_t *term);
@@ -87,15 +87,15 @@ struct waiter {
     uint64_t id;
     struct group *g;
     uint8_t kind;
-    uint8_t want;   /* consistency requested (enum replica_consistency) */
-    uint8_t served; /* consistency achieved/served */
-    uint8_t op;     /* writes: enum replica_op_type */
-    uint64_t index; /* write: proposal index; read: index to reach (0 = waiting ReadIndex) */
-    uint64_t term;  /* write: proposal term */
+    uint8_t want;          /* consistency requested (enum replica_consistency) */
+    uint8_t served;        /* consistency achieved/served */
+    uint8_t op;            /* writes: enum replica_op_type */
+    uint64_t index;        /* write: proposal index; read: index to reach (0 = waiting ReadIndex) */
+    uint64_t term;         /* write: proposal term */
     uint64_t min_revision; /* read */
-    bool ready;     /* read: index known */
-    bool min_wait;  /* read: waiting only for min_revision (timeout -> STALE) */
-    bool applied;   /* `all` write: store result known */
+    bool ready;            /* read: index known */
+    bool min_wait;         /* read: waiting only for min_revision (timeout -> STALE) */
+    bool applied;          /* `all` write: store result known */
     struct store_result sres;
     uint64_t expire_at_ms;
     uint64_t deadline_ms;
@@ -174,7 +174,7 @@ struct group {
     uint64_t deadline_ms;
     uint64_t lead_since_ms;
 
-    uint64_t applied; /* store's applied index */
+    uint64_t applied;                                   /* store's applied index */
     uint64_t persisted_note_index, persisted_note_term; /* this round's raft_persisted */
     bool persisted_note;
 
@@ -216,7 +216,7 @@ struct snap_note {
 
 struct round {
     struct round *next;
-    uint64_t seq; /* WAL submission that must be durable first */
+    uint64_t seq;      /* WAL submission that must be durable first */
     struct buf frames; /* concatenated frames: u64 to | u32 len | frame */
     struct persist_note *persist;
     uint32_t n_persist;
@@ -282,9 +282,9 @@ struct replica {
     int rollback_fd;
     struct replica_stats stats;
     struct wal_stats wal_last;
-    struct metric *m_proposals, *m_applied, *m_rollbacks, *m_rollbacks_uncertain,
-        *m_snap_sent, *m_snap_recv, *m_ignored, *m_bad, *m_fsyncs, *m_batches, *m_records,
-        *m_wal_bytes, *m_compactions;
+    struct metric *m_proposals, *m_applied, *m_rollbacks, *m_rollbacks_uncertain, *m_snap_sent,
+        *m_snap_recv, *m_ignored, *m_bad, *m_fsyncs, *m_batches, *m_records, *m_wal_bytes,
+        *m_compactions;
 };
 
 /* ---- shared functions ------------------------------------------------------------------- */

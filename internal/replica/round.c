@@ -94,7 +94,8 @@ static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
 {
     if (need <= *cap) return 0;
     uint32_t c = *cap ? *cap : 16;
-    while (c < need) c *= 2;
+    while (c < need)
+        c *= 2;
     void *np = realloc(*p, (size_t)c * elem);
     if (!np) return -TRINE_ENOMEM;
     *p = np;
@@ -197,7 +198,8 @@ static int apply_committed(struct replica *r, struct group *g, const struct raft
     struct store_op *ops = arena_alloc(&r->arena, n * sizeof(*ops));
     struct store_result *res = arena_alloc(&r->arena, n * sizeof(*res));
     if (!ops || !res) return err_set(&r->err, -TRINE_ENOMEM, "replica: out of memory");
-    for (uint32_t i = 0; i < n; i++) cmd_to_store_op(r, &u->committed[i], &ops[i]);
+    for (uint32_t i = 0; i < n; i++)
+        cmd_to_store_op(r, &u->committed[i], &ops[i]);
     int rc = store_apply(r->store, g->partition, ops, n, res);
     if (rc < 0)
         return err_set(&r->err, rc, "replica: partition %u: store_apply: %s", g->partition,
@@ -207,7 +209,8 @@ static int apply_committed(struct replica *r, struct group *g, const struct raft
     raft_applied(g->raft, rep_now_ms(r), last);
     r->stats.applied_entries += n;
     if (r->m_applied) metric_add(r->m_applied, n);
-    for (uint32_t i = 0; i < n; i++) ops_on_applied(g, &u->committed[i], &res[i], &ops[i]);
+    for (uint32_t i = 0; i < n; i++)
+        ops_on_applied(g, &u->committed[i], &res[i], &ops[i]);
     return 0;
 }
 
@@ -217,7 +220,8 @@ static void soft_state(struct replica *r, struct group *g, const struct raft_upd
     if (u->role != g->role || u->term != g->term) {
         if (g->role == RAFT_LEADER) snap_drop_group(r, g, true);
         if (u->role == RAFT_LEADER) {
-            for (uint32_t i = 0; i < g->n_peers; i++) g->peers[i].match = 0;
+            for (uint32_t i = 0; i < g->n_peers; i++)
+                g->peers[i].match = 0;
             g->lead_since_ms = now;
             g->transfer_next_ms = now + r->cfg.election_timeout_ms;
             g->expire_wait = 0;
@@ -270,7 +274,8 @@ static int handle_update(struct replica *r, struct group *g, const struct raft_u
         rc = apply_committed(r, g, u);
         if (rc < 0) return rc;
     }
-    for (uint32_t i = 0; i < u->n_reads; i++) ops_on_read_index(g, &u->reads[i]);
+    for (uint32_t i = 0; i < u->n_reads; i++)
+        ops_on_read_index(g, &u->reads[i]);
     return 0;
 }
 
@@ -326,9 +331,8 @@ static int end_round(struct replica *r)
         struct persist_note *pn = realloc(rd->persist, (rd->n_persist + 1) * sizeof(*pn));
         if (!pn) return -TRINE_ENOMEM;
         rd->persist = pn;
-        rd->persist[rd->n_persist++] =
-            (struct persist_note){.g = g, .index = g->persisted_note_index,
-                                  .term = g->persisted_note_term};
+        rd->persist[rd->n_persist++] = (struct persist_note){
+            .g = g, .index = g->persisted_note_index, .term = g->persisted_note_term};
     }
     rc = submit(r);
     arena_reset(&r->arena);
@@ -370,11 +374,11 @@ static bool release_rounds(struct replica *r)
             off += 12 + (size_t)len;
         }
         for (uint32_t i = 0; i < rd->n_persist; i++)
-            raft_persisted(rd->persist[i].g->raft, now, rd->persist[i].index,
-                           rd->persist[i].term);
+            raft_persisted(rd->persist[i].g->raft, now, rd->persist[i].index, rd->persist[i].term);
         for (uint32_t i = 0; i < rd->n_release; i++)
             wal_release(r->wal, rd->release[i].g->partition, rd->release[i].index);
-        for (uint32_t i = 0; i < rd->n_snaps; i++) snap_start(r, rd->snaps[i].g, rd->snaps[i].to);
+        for (uint32_t i = 0; i < rd->n_snaps; i++)
+            snap_start(r, rd->snaps[i].g, rd->snaps[i].to);
         round_free(rd);
         did = true;
     }

@@ -41,8 +41,7 @@
 
 /* ---- metadata conversion -------------------------------------------------------------- */
 
-void meta_to_codec(const struct raft_snapshot_meta *m, struct codec_snapshot_meta *c,
-                   uint64_t *ids)
+void meta_to_codec(const struct raft_snapshot_meta *m, struct codec_snapshot_meta *c, uint64_t *ids)
 {
     memset(c, 0, sizeof(*c));
     c->index = m->index;
@@ -80,7 +79,8 @@ int meta_from_codec(const struct codec_snapshot_meta *c, struct raft_snapshot_me
 static void out_free(struct replica *r, struct snap_out *s, bool report, bool ok)
 {
     struct snap_out **pp = &r->snaps_out;
-    while (*pp && *pp != s) pp = &(*pp)->next;
+    while (*pp && *pp != s)
+        pp = &(*pp)->next;
     if (*pp) *pp = s->next;
     if (report && s->g->role == RAFT_LEADER)
         raft_report_snapshot(s->g->raft, rep_now_ms(r), s->to, ok);
@@ -355,8 +355,10 @@ void snap_tick(struct replica *r, uint64_t now_ms)
 
 void snap_free(struct replica *r)
 {
-    while (r->snaps_out) out_free(r, r->snaps_out, false, false);
-    for (uint32_t i = 0; i < r->n_groups; i++) in_free(&r->groups[i]);
+    while (r->snaps_out)
+        out_free(r, r->snaps_out, false, false);
+    for (uint32_t i = 0; i < r->n_groups; i++)
+        in_free(&r->groups[i]);
 }
 
 /* ---- compaction ------------------------------------------------------------------------- */
@@ -371,8 +373,7 @@ int snap_compact(struct replica *r, uint64_t now_ms)
     }
     if (!any) return 0;
     int rc = store_sync(r->store);
-    if (rc < 0)
-        return err_set(&r->err, rc, "replica: store_sync: %s", store_err(r->store)->msg);
+    if (rc < 0) return err_set(&r->err, rc, "replica: store_sync: %s", store_err(r->store)->msg);
     for (uint32_t i = 0; i < r->n_groups; i++) {
         struct group *g = &r->groups[i];
         if (g->applied <= g->log.snap.index + r->cfg.compact_entries) continue;

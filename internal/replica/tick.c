@@ -41,8 +41,8 @@ static int propose_expire(void *arg, const uint8_t *key, size_t key_len, uint64_
                       .now_ms = c->now_real};
     if (cmd_encode(c->r, &cmd, &c->r->cmd_buf) < 0) return 0;
     uint64_t index, term;
-    if (raft_propose(c->g->raft, rep_now_ms(c->r), c->r->cmd_buf.data,
-                     (uint32_t)c->r->cmd_buf.len, &index, &term) < 0)
+    if (raft_propose(c->g->raft, rep_now_ms(c->r), c->r->cmd_buf.data, (uint32_t)c->r->cmd_buf.len,
+                     &index, &term) < 0)
         return 1; /* not leader any more, or busy: stop, try next tick */
     c->last_index = index;
     return 0;
@@ -149,7 +149,8 @@ void replica_shutdown(struct replica *r, uint64_t timeout_ms)
     uint64_t now = rep_now_ms(r);
     r->shutting_down = true;
     r->shutdown_deadline_ms = now + timeout_ms;
-    for (uint32_t i = 0; i < r->n_groups; i++) r->groups[i].transfer_next_ms = 0;
+    for (uint32_t i = 0; i < r->n_groups; i++)
+        r->groups[i].transfer_next_ms = 0;
     r->dirty = true;
 }
 
@@ -165,7 +166,8 @@ bool replica_shutdown_done(const struct replica *r)
 void replica_peer_reachable(struct replica *r, uint64_t peer, bool reachable)
 {
     uint32_t k = 0;
-    while (k < r->n_down && r->down[k] != peer) k++;
+    while (k < r->n_down && r->down[k] != peer)
+        k++;
     if (reachable && k < r->n_down) {
         r->down[k] = r->down[--r->n_down];
     } else if (!reachable && k == r->n_down && r->n_down < 64) {
