@@ -17,14 +17,22 @@ int bench_wl_leveldb(const struct bench_opts *o, struct bench_result *r, struct 
     r->batch = batch;
     char path[4096];
     snprintf(path, sizeof(path), "%s/leveldb", o->dir);
+    /* The store's defaults (store.h): 32 MiB memtable, 64 MiB block cache, 10-bit bloom. */
     leveldb_options_t *opt = leveldb_options_create();
     leveldb_options_set_create_if_missing(opt, 1);
+    leveldb_options_set_write_buffer_size(opt, 32u << 20);
+    leveldb_cache_t *cache = leveldb_cache_create_lru(64u << 20);
+    leveldb_filterpolicy_t *bloom = leveldb_filterpolicy_create_bloom(10);
+    leveldb_options_set_cache(opt, cache);
+    leveldb_options_set_filter_policy(opt, bloom);
     char *lerr = NULL;
     leveldb_t *db = leveldb_open(opt, path, &lerr);
     if (lerr) {
         int rc = err_set(err, -TRINE_EIO, "leveldb open %s: %s", path, lerr);
         leveldb_free(lerr);
         leveldb_options_destroy(opt);
+        leveldb_cache_destroy(cache);
+        leveldb_filterpolicy_destroy(bloom);
         return rc;
     }
     leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
@@ -63,5 +71,7 @@ int bench_wl_leveldb(const struct bench_opts *o, struct bench_result *r, struct 
     leveldb_destroy_db(opt, path, &lerr);
     if (lerr) leveldb_free(lerr);
     leveldb_options_destroy(opt);
+    leveldb_cache_destroy(cache);
+    leveldb_filterpolicy_destroy(bloom);
     return rc;
 }
