@@ -10,8 +10,8 @@
  * intersect, so no joint phase is needed. The leader accepts a change only
  * when (a) no earlier change is uncommitted and (b) an entry of its own term
  * has committed - (b) is the fix for the single-server bug Ongaro described
- * on raft-dev in 2015. A promotion is refused until the learner's match is
- * within catchup_lag_max of the leader's last index. A leader that removes
+ * on raft-dev in 2015. A promotion is refused until the learner holds every
+ * committed entry and is within catchup_lag_max of the leader's last index. A leader that removes
  * itself keeps leading (without counting itself) until the change commits,
  * then steps down.
  *
@@ -136,11 +136,11 @@ int conf_change(struct raft *r, enum raft_conf_op op, uint64_t id, uint64_t *ind
         return err_set(&r->err, -TRINE_ENOT_LEADER, "raft: membership change needs the leader");
     if (r->transfer_target)
         return err_set(&r->err, -TRINE_EBUSY, "raft: leadership transfer in progress");
+    if (r->log.commit < r->term_start)
+        return err_set(&r->err, -TRINE_EAGAIN, "raft: new leader has not committed yet");
     if (r->conf_index > r->log.commit)
         return err_set(&r->err, -TRINE_EBUSY, "raft: change at %llu not committed yet",
                        (unsigned long long)r->conf_index);
-    if (r->log.commit < r->term_start)
-        return err_set(&r->err, -TRINE_EAGAIN, "raft: new leader has not committed yet");
     if (id == 0) return err_set(&r->err, -TRINE_EINVALID, "raft: server id 0");
     struct raft_conf c = r->conf;
     int at = -1;
@@ -165,7 +165,7 @@ int conf_change(struct raft *r, enum raft_conf_op op, uint64_t id, uint64_t *ind
             return err_set(&r->err, -TRINE_EEXISTS, "raft: %llu already votes",
                            (unsigned long long)id);
         const struct progress *pr = progress_get(r, id);
-        if (!pr || pr->match + r->cfg.catchup_lag_max < r->log.last)
+        if (!pr || pr->match < r->log.commit || pr->match + r->cfg.catchup_lag_max < r->log.last)
             return err_set(&r->err, -TRINE_EAGAIN, "raft: learner %llu has not caught up",
                            (unsigned long long)id);
         c.servers[at].role = RAFT_VOTER;

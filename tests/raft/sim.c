@@ -330,6 +330,7 @@ static void handle_update(struct sim_rep *rep, const struct raft_update *u)
             if (e && (e->flags & RAFT_ENTRY_LOCAL)) {
                 if (s->o.checks) chk_on_rollback(rep, e, u->rollback_exact);
                 s->rollbacks++;
+                rep->rollbacks++;
             }
         }
         if (s->trace_mode)
@@ -435,6 +436,7 @@ static void handle_update(struct sim_rep *rep, const struct raft_update *u)
     rep->commit = u->commit;
     if (s->o.checks) chk_on_soft(rep, u->role, u->term, u->commit);
     if (u->leader_durable_index) {
+        rep->durable_index = u->leader_durable_index;
         if (s->o.checks) chk_on_fast(rep, u->term, u->leader_durable_index);
         s->fast_acks++;
     }

@@ -104,6 +104,8 @@ struct sim_rep {
     struct sim_attempt *att;
     uint32_t n_att;
     uint32_t cap_att;
+    uint64_t rollbacks;     /* rollback records made (fast mode) */
+    uint64_t durable_index; /* last leader_durable_index reported */
 };
 
 struct chk; /* check.c */
