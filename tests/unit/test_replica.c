@@ -23,7 +23,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "base/rand.h"
+#include "codec/codec.h"
+#include "metrics/metrics.h"
 #include "replica/replica.h"
 #include "testutil.h"
 
@@ -57,6 +60,7 @@ struct node {
     uint64_t id;
     char dir[256];
     struct replica *rep;
+    struct metrics *metrics;
     _Atomic uint64_t wakeups;
     uint64_t rounds_seen;
     bool cut;
@@ -117,6 +121,7 @@ static void open_node(struct node *n)
         .snapshot_window_bytes = 2048,
         .wal_sync_off = true,
         .seed = rng_next(&rng) | 1,
+        .metrics = n->metrics,
     };
     struct trine_err err = {0};
     int rc = replica_open(&c, &n->rep, &err);
@@ -130,6 +135,8 @@ static void close_node(struct node *n)
 {
     replica_close(n->rep);
     n->rep = NULL;
+    metrics_destroy(n->metrics); /* series are registered again at the next open */
+    n->metrics = metrics_create();
 }
 
 /* Waits (real time, bounded) for every WAL submission of n to complete. */
@@ -200,6 +207,7 @@ static void cluster_up(void)
         nodes[i].id = (uint64_t)i + 1;
         nodes[i].cut = false;
         snprintf(nodes[i].dir, sizeof(nodes[i].dir), "%s", tu_mkdtemp("replica"));
+        nodes[i].metrics = metrics_create();
         open_node(&nodes[i]);
     }
 }
@@ -208,6 +216,8 @@ static void cluster_down(void)
 {
     for (int i = 0; i < NODES; i++) {
         if (nodes[i].rep) close_node(&nodes[i]);
+        metrics_destroy(nodes[i].metrics);
+        nodes[i].metrics = NULL;
         tu_rm_rf(nodes[i].dir);
     }
     while (q_head) {
@@ -572,6 +582,13 @@ static void test_fast_rollback(void **state)
     struct replica_stats rs;
     replica_stats(node_of(old)->rep, &rs);
     assert_int_equal(rs.fast_rollbacks, 1);
+    struct buf text;
+    buf_init(&text);
+    assert_int_equal(metrics_render(node_of(old)->metrics, &text), 0);
+    assert_int_equal(buf_append(&text, "", 1), 0);
+    assert_non_null(strstr((const char *)text.data, "trine_fast_rollbacks_total 1"));
+    assert_non_null(strstr((const char *)text.data, "trine_raft_role{partition=\"1\"}"));
+    buf_free(&text);
     char path[512];
     FILE *fp = fopen(tu_path(path, sizeof(path), node_of(old)->dir, "rollbacks.jsonl"), "r");
     assert_non_null(fp);
@@ -675,14 +692,118 @@ static void test_bad_frames_and_meta(void **state)
     cluster_down();
 }
 
+static void test_ttl_expiry(void **state)
+{
+    (void)state;
+    cluster_up();
+    wait_preferred();
+    uint32_t p = 2;
+    struct op w;
+    memset(&w, 0, sizeof(w));
+    struct replica_write wr = {.partition = p,
+                               .op = REPLICA_PUT,
+                               .consistency = REPLICA_STRONG,
+                               .key = (const uint8_t *)"temp",
+                               .key_len = 4,
+                               .value = (const uint8_t *)"t",
+                               .value_len = 1,
+                               .ttl_ms = 300};
+    struct replica_result res;
+    finish_now(&w, replica_write(node_of(leader_of(p))->rep, &wr, on_done, &w, &res), &res);
+    wait_op(&w, 2000);
+    assert_int_equal(w.res.status, 0);
+    assert_true(w.res.expire_at_ms > fake_real(NULL));
+    struct op r;
+    get(&r, 1, p, "temp", REPLICA_STRONG, 0, 0);
+    wait_op(&r, 2000);
+    assert_int_equal(r.res.status, 0);
+    assert_int_equal(r.res.expire_at_ms, w.res.expire_at_ms);
+    advance(600); /* the primary proposes the EXPIRE; every replica applies it */
+    check_converged();
+    for (uint64_t n = 1; n <= NODES; n++) {
+        get(&r, n, p, "temp", REPLICA_FAST, 0, 0);
+        assert_true(r.done);
+        assert_int_equal(r.res.status, -TRINE_ENOT_FOUND);
+        assert_true(r.res.applied_index > w.res.revision); /* the EXPIRE entry was applied */
+    }
+    cluster_down();
+}
+
+static void test_shutdown_hands_over(void **state)
+{
+    (void)state;
+    cluster_up();
+    wait_preferred();
+    struct replica *r1 = nodes[0].rep;
+    replica_shutdown(r1, 3000);
+    assert_false(replica_shutdown_done(r1));
+    struct op w;
+    put(&w, 1, 0, "x", "y", REPLICA_STRONG, 0, 0); /* partition 0 prefers node 1 */
+    assert_true(w.done);
+    assert_int_equal(w.res.status, -TRINE_ENOT_LEADER);
+    for (int i = 0; i < 100 && !replica_shutdown_done(r1); i++)
+        advance(20);
+    assert_true(replica_shutdown_done(r1));
+    for (uint32_t p = 0; p < PARTS; p++) {
+        struct replica_part_status st;
+        assert_int_equal(replica_status(r1, p, &st), 0);
+        assert_int_not_equal(st.role, 3);
+    }
+    close_node(&nodes[0]);
+    for (uint32_t p = 0; p < PARTS; p++) {
+        for (int i = 0; i < 100 && !leader_of(p); i++)
+            advance(20);
+        assert_int_not_equal(leader_of(p), 0);
+    }
+    check_converged();
+    cluster_down();
+}
+
+static void test_foreign_partition_ignored(void **state)
+{
+    (void)state;
+    cluster_up();
+    struct codec_raft_msg m = {.partition = PARTS + 1, /* not hosted */
+                               .type = CODEC_RAFT_MSG_TYPE_HEARTBEAT,
+                               .from = 2,
+                               .to = 1,
+                               .term = 5};
+    struct codec_msg cm = {.type = CODEC_MSG_RAFT_BATCH};
+    cm.raft_batch.msgs = &m;
+    cm.raft_batch.n_msgs = 1;
+    struct buf f;
+    buf_init(&f);
+    assert_int_equal(codec_encode(&f, &cm, NULL, NULL), 0);
+    assert_int_equal(replica_recv_frame(nodes[0].rep, 2, f.data + 4, f.len - 4), 0);
+    struct replica_stats st;
+    replica_stats(nodes[0].rep, &st);
+    assert_int_equal(st.ignored_msgs, 1);
+    /* a message claiming another sender than the connection's peer is malformed */
+    m.partition = 0;
+    buf_reset(&f);
+    assert_int_equal(codec_encode(&f, &cm, NULL, NULL), 0);
+    assert_int_equal(replica_recv_frame(nodes[0].rep, 3, f.data + 4, f.len - 4),
+                     -TRINE_EBAD_REQUEST);
+    buf_free(&f);
+    cluster_down();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_elect_and_preferred), cmocka_unit_test(test_strong_put_get),
-        cmocka_unit_test(test_all_and_unavailable), cmocka_unit_test(test_dedupe_retry),
-        cmocka_unit_test(test_min_revision_wait),   cmocka_unit_test(test_restart_catch_up),
-        cmocka_unit_test(test_fast_rollback),       cmocka_unit_test(test_snapshot_catch_up),
+        cmocka_unit_test(test_elect_and_preferred),
+        cmocka_unit_test(test_strong_put_get),
+        cmocka_unit_test(test_all_and_unavailable),
+        cmocka_unit_test(test_dedupe_retry),
+        cmocka_unit_test(test_min_revision_wait),
+        cmocka_unit_test(test_restart_catch_up),
+        cmocka_unit_test(test_fast_rollback),
+        cmocka_unit_test(test_snapshot_catch_up),
         cmocka_unit_test(test_bad_frames_and_meta),
+        cmocka_unit_test(test_ttl_expiry),
+        cmocka_unit_test(test_shutdown_hands_over),
+        cmocka_unit_test(test_foreign_partition_ignored),
     };
+    log_set_level(LOG_LEVEL_WARN);
     return cmocka_run_group_tests_name("replica", tests, NULL, NULL);
 }
