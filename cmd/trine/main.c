@@ -43,31 +43,31 @@ enum opt_kind { OPT_STR, OPT_U64, OPT_FLAG };
 static const struct opt {
     const char *name;
     const char *alias;
-    enum opt_kind kind;
     size_t off;
-    unsigned cmds;
     const char *help;
+    enum opt_kind kind;
+    unsigned cmds;
 } opts[] = {
-    {"--endpoints", NULL, OPT_STR, offsetof(struct args, endpoints), C_ALL,
-     "H:P,...  nodes to contact (default $TRINE_ENDPOINTS, else 127.0.0.1:7001)"},
-    {"--consistency", NULL, OPT_STR, offsetof(struct args, consistency), C_ALL,
-     "fast|strong|all  (default strong)"},
-    {"--cacert", NULL, OPT_STR, offsetof(struct args, cacert), C_ALL,
-     "FILE  CA certificate (default $TRINE_CACERT)"},
-    {"--cert", NULL, OPT_STR, offsetof(struct args, cert), C_ALL,
-     "FILE  client certificate (default $TRINE_CERT)"},
-    {"--key", NULL, OPT_STR, offsetof(struct args, key), C_ALL,
-     "FILE  client key (default $TRINE_KEY)"},
-    {"--timeout", NULL, OPT_U64, offsetof(struct args, timeout_ms), C_ALL,
-     "MS  whole call, retries included (default 5000)"},
-    {"--output", "-o", OPT_STR, offsetof(struct args, output), C_ALL, "text|json"},
-    {"--ttl", NULL, OPT_U64, offsetof(struct args, ttl_s), C_PUT | C_CAS,
-     "SECONDS  expire the key after this long"},
-    {"--min-revision", NULL, OPT_U64, offsetof(struct args, min_revision), C_GET | C_SCAN,
-     "R  read only from a replica that applied revision R"},
-    {"--limit", NULL, OPT_U64, offsetof(struct args, limit), C_SCAN,
-     "N  at most N keys (default 1000, 0 = all)"},
-    {"--help", "-h", OPT_FLAG, offsetof(struct args, help), C_ALL, "show help"},
+    {"--endpoints", NULL, offsetof(struct args, endpoints),
+     "H:P,...  nodes to contact (default $TRINE_ENDPOINTS, else 127.0.0.1:7001)", OPT_STR, C_ALL},
+    {"--consistency", NULL, offsetof(struct args, consistency), "fast|strong|all  (default strong)",
+     OPT_STR, C_ALL},
+    {"--cacert", NULL, offsetof(struct args, cacert),
+     "FILE  CA certificate (default $TRINE_CACERT)", OPT_STR, C_ALL},
+    {"--cert", NULL, offsetof(struct args, cert), "FILE  client certificate (default $TRINE_CERT)",
+     OPT_STR, C_ALL},
+    {"--key", NULL, offsetof(struct args, key), "FILE  client key (default $TRINE_KEY)", OPT_STR,
+     C_ALL},
+    {"--timeout", NULL, offsetof(struct args, timeout_ms),
+     "MS  whole call, retries included (default 5000)", OPT_U64, C_ALL},
+    {"--output", "-o", offsetof(struct args, output), "text|json", OPT_STR, C_ALL},
+    {"--ttl", NULL, offsetof(struct args, ttl_s), "SECONDS  expire the key after this long",
+     OPT_U64, C_PUT | C_CAS},
+    {"--min-revision", NULL, offsetof(struct args, min_revision),
+     "R  read only from a replica that applied revision R", OPT_U64, C_GET | C_SCAN},
+    {"--limit", NULL, offsetof(struct args, limit), "N  at most N keys (default 1000, 0 = all)",
+     OPT_U64, C_SCAN},
+    {"--help", "-h", offsetof(struct args, help), "show help", OPT_FLAG, C_ALL},
 };
 
 typedef int (*cmd_fn)(struct cli *c, const struct args *a, const struct trine_opts *o);
@@ -231,7 +231,7 @@ int main(int argc, char **argv)
             return usage_error(cmd, "option %s does not apply to this command", seen[i]->name);
     }
     if (a.n_pos - 1 != cmd->nargs) return usage_error(cmd, "wrong number of arguments%s", "");
-    if (cmd->bit == C_CLUSTER && strcmp(a.pos[1], "status") != 0)
+    if (cmd->bit == C_CLUSTER && (a.n_pos < 2 || strcmp(a.pos[1], "status") != 0))
         return usage_error(cmd, "unknown cluster command '%s'", a.pos[1]);
 
     struct cli c = {.cmd = cmd->name};

@@ -72,13 +72,13 @@ void cli_print_escaped(FILE *f, const void *p, size_t n)
 static size_t cli_utf8_len(const unsigned char *s, size_t n)
 {
     static const struct {
-        unsigned char mask, lead;
         size_t len;
         uint32_t min;
-    } forms[] = {{0x80, 0x00, 1, 0},
-                 {0xe0, 0xc0, 2, 0x80},
-                 {0xf0, 0xe0, 3, 0x800},
-                 {0xf8, 0xf0, 4, 0x10000}};
+        unsigned char mask, lead;
+    } forms[] = {{1, 0, 0x80, 0x00},
+                 {2, 0x80, 0xe0, 0xc0},
+                 {3, 0x800, 0xf0, 0xe0},
+                 {4, 0x10000, 0xf8, 0xf0}};
     for (size_t f = 0; f < sizeof(forms) / sizeof(forms[0]); f++) {
         if ((s[0] & forms[f].mask) != forms[f].lead) continue;
         size_t len = forms[f].len;

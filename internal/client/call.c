@@ -50,6 +50,8 @@ static enum call_action call_action_of(int code)
     return ACT_FINAL;
 }
 
+/* f names a union member: it cannot be parenthesized. */
+/* NOLINTBEGIN(bugprone-macro-parentheses) */
 #define REP(t, f)                                                                                  \
     {                                                                                              \
         CODEC_MSG_##t, offsetof(struct codec_msg, f.hdr)                                           \
@@ -80,6 +82,7 @@ static const struct {
     REP(PARTITION_MAP_REQ, partition_map_req),
 };
 #undef REP
+/* NOLINTEND(bugprone-macro-parentheses) */
 
 const struct codec_rep_header *client_rep_hdr(const struct codec_msg *m)
 {

@@ -178,7 +178,7 @@ static int conn_tls(struct trine_client *cl, struct client_conn *c, uint64_t dea
     if (c->ssl == NULL) return client_ssl_error(err, -TRINE_ENOMEM, "SSL_new");
     BIO *bio = BIO_new(cl->bio_method);
     if (bio == NULL) return client_ssl_error(err, -TRINE_ENOMEM, "BIO_new");
-    BIO_set_data(bio, (void *)(intptr_t)c->fd);
+    BIO_set_data(bio, &c->fd);     /* c outlives c->ssl, which owns bio */
     SSL_set_bio(c->ssl, bio, bio); /* ssl owns bio */
     int rc = conn_set_peer_name(c->ssl, c->ep->host, err);
     if (rc != 0) return rc;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/assert.h"
 #include "base/clock.h"
 #include "client/client_int.h"
 
@@ -147,6 +148,7 @@ void client_endpoint_down(struct trine_client *c, struct client_endpoint *ep)
 struct client_endpoint *client_endpoint_any(struct trine_client *c)
 {
     pthread_mutex_lock(&c->mu);
+    TRINE_ASSERT(c->n_eps > 0); /* open refuses an empty endpoint list */
     uint64_t now = clock_mono_ns();
     struct client_endpoint *pick = NULL;
     for (size_t i = 0; i < c->n_eps && pick == NULL; i++) {

@@ -111,11 +111,12 @@ fail:
     return rc;
 }
 
-/* ---- socket BIO: the fd is the BIO's data (as intptr_t) ---- */
+/* ---- socket BIO: its data points at the connection's fd ---- */
 
 static int bio_fd(BIO *b)
 {
-    return (int)(intptr_t)BIO_get_data(b);
+    const int *fd = BIO_get_data(b);
+    return fd != NULL ? *fd : -1;
 }
 
 static int bio_sock_write(BIO *b, const char *p, int n)
@@ -151,7 +152,7 @@ static long bio_sock_ctrl(BIO *b, int cmd, long num, void *ptr)
 
 static int bio_sock_create(BIO *b)
 {
-    BIO_set_data(b, (void *)(intptr_t)-1);
+    BIO_set_data(b, NULL);
     BIO_set_init(b, 1);
     return 1;
 }
