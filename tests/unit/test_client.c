@@ -699,6 +699,13 @@ static enum fake_action hook_unavailable_twice(struct fake *f, const struct code
     return FAKE_REPLY;
 }
 
+static enum fake_action hook_always_unavailable(struct fake *f, const struct codec_msg *req,
+                                                struct codec_msg *rep)
+{
+    f->state = 0;
+    return hook_unavailable_twice(f, req, rep);
+}
+
 static void test_unavailable_then_success(void **state)
 {
     (void)state;
@@ -715,11 +722,12 @@ static void test_unavailable_then_success(void **state)
     struct fake_logged p2 = fake_nth(a, CODEC_MSG_PUT_REQ, 2);
     assert_same_identity(&p0, &p2);
     /* UNAVAILABLE for the whole timeout: the caller gets UNAVAILABLE and the
-     * node's message. */
-    fake_set_hook(a, hook_unavailable_twice);
-    struct trine_opts o = {.timeout_ms = 5};
-    int rc = trine_kv_put(c, "k", 1, "v", 1, &o, &r);
-    assert_true(rc == -TRINE_EUNAVAILABLE || rc == -TRINE_EBUSY || rc == -TRINE_ETIMEOUT);
+     * node's message, after several attempts. */
+    fake_set_hook(a, hook_always_unavailable);
+    struct trine_opts o = {.timeout_ms = 200};
+    assert_int_equal(trine_kv_put(c, "k", 1, "v", 1, &o, &r), -TRINE_EUNAVAILABLE);
+    assert_true(r.attempts >= 3);
+    assert_non_null(strstr(trine_client_errmsg(c), "only 1 of 3 replicas reachable"));
     trine_client_close(c);
     fake_stop(a);
 }
