@@ -207,10 +207,13 @@ int rollback_record(struct replica *r, struct group *g, uint64_t from, uint64_t 
         buf_reset(&out);
         c.n = 0;
         rc = plog_read(g, from, to, rb_one, &c, &count);
+        /* The rest were proposed but never submitted: never durable, never acknowledged
+         * (their waiters fail with "not applied"), so there is nothing to record. */
         if (rc == 0 && count < to - from + 1)
-            log_part(LOG_LEVEL_ERROR, "replica", g->partition,
-                     "rollback of [%llu, %llu]: only %llu entries readable",
-                     (unsigned long long)from, (unsigned long long)to, (unsigned long long)count);
+            log_part(LOG_LEVEL_INFO, "replica", g->partition,
+                     "rollback of [%llu, %llu]: %llu entries were never persisted",
+                     (unsigned long long)from, (unsigned long long)to,
+                     (unsigned long long)(to - from + 1 - count));
     }
     if (rc == 0 && out.len > 0) rc = rb_write(r, &out);
     buf_free(&out);

@@ -189,6 +189,10 @@ static void write_result(struct waiter *w, const struct store_result *sr,
     res->expire_at_ms = w->expire_at_ms;
     res->duplicate = (sr->flags & STORE_RESULT_DUPLICATE) != 0;
     res->acks = acks_for(w->g, w->index);
+    if (sr->status == 0 && w->op != REPLICA_DELETE) {
+        res->mod_revision = sr->revision;
+        if (sr->version == 1) res->create_revision = sr->revision; /* else unknown here */
+    }
 }
 
 void ops_on_leader_durable(struct group *g, uint64_t index, uint64_t term)
