@@ -581,6 +581,13 @@ static void test_put_get_roundtrip(void **state)
     /* One connection served everything: the pool reuses it. */
     assert_int_equal(a->n_conns, 1);
     trine_client_close(c);
+
+    /* By DNS name: the certificate's DNS SAN is checked instead of its IP. */
+    char byname[64];
+    snprintf(byname, sizeof(byname), "localhost:%s", strchr(a->addr, ':') + 1);
+    c = open_client(byname);
+    assert_int_equal(trine_kv_put(c, "beta", 4, "x", 1, NULL, &r), 0);
+    trine_client_close(c);
     fake_stop(a);
 }
 
