@@ -2,9 +2,9 @@
 # A local Trine cluster on 127.0.0.1.
 #
 #   scripts/cluster.sh start [-n N] [--dir DIR] [--port BASE] [-- extra trined flags]
-#   scripts/cluster.sh stop | status | env
-#   scripts/cluster.sh kill I      # kill -9 node I
-#   scripts/cluster.sh restart I   # (re)start node I with its original flags
+#   scripts/cluster.sh stop | status | env       [--dir DIR]
+#   scripts/cluster.sh kill I      [--dir DIR]    # kill -9 node I
+#   scripts/cluster.sh restart I   [--dir DIR]    # (re)start node I with its original flags
 #
 # Node i listens on BASE+i-1 (clients and peers, TLS) and serves admin HTTP on
 # BASE+100+i-1. State lives in DIR (default run/cluster): node-<i>/ holds the
@@ -64,6 +64,9 @@ wait_healthy() { # up to 10 s for every node's /health
 
 cmd=${1:-}
 [ $# -gt 0 ] && shift
+# --dir DIR may follow any verb (and TRINE_CLUSTER_DIR sets it too).
+dir=${TRINE_CLUSTER_DIR:-$dir}
+if [ "$cmd" != start ] && [ "${1:-}" = --dir ]; then dir=$2; shift 2; fi
 case $cmd in
 start)
     while [ $# -gt 0 ]; do
@@ -111,6 +114,7 @@ status)
 kill)
     load_env
     i=${1:?usage: cluster.sh kill I}
+    [ "${2:-}" = --dir ] && { dir=$3; load_env; }
     alive "$i" || die "node $i is not running"
     kill -KILL "$(pid_of "$i")"
     echo "node $i killed (kill -9)"
@@ -118,6 +122,7 @@ kill)
 restart)
     load_env
     i=${1:?usage: cluster.sh restart I}
+    [ "${2:-}" = --dir ] && { dir=$3; load_env; }
     if alive "$i"; then kill -TERM "$(pid_of "$i")"; sleep 1; fi
     start_node "$i"
     ;;

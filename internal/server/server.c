@@ -391,12 +391,21 @@ int server_create(const struct server_config *cfg, struct server **out, struct t
         rc = transport_create(s->base, &tc, &s->t, err);
     }
     if (!rc) rc = transport_metrics_init(s, err);
+    struct replica_set *sets = NULL;
+    if (!rc && !(sets = calloc(cfg->partitions, sizeof(*sets))))
+        rc = err_set(err, -TRINE_ENOMEM, "server: out of memory");
+    for (uint32_t p = 0; !rc && p < cfg->partitions; p++) {
+        size_t n;
+        const uint32_t *set = ring_replicas(s->ring, p, &n);
+        sets[p].n = (uint32_t)n;
+        memcpy(sets[p].nodes, set, n * sizeof(*set));
+    }
     if (!rc) {
         struct replica_config c = {
             .node_id = cfg->id,
             .data_dir = cfg->data_dir,
             .partitions = cfg->partitions,
-            .ring = s->ring,
+            .sets = sets,
             .send = replica_send,
             .wakeup = replica_wakeup,
             .cb_ctx = s,
@@ -407,6 +416,7 @@ int server_create(const struct server_config *cfg, struct server **out, struct t
         };
         rc = replica_open(&c, &s->rep, err);
     }
+    free(sets); /* copied by replica_open */
     if (!rc) rc = transport_listen(s->t, cfg->listen, err);
     for (size_t i = 0; !rc && i < cfg->nmembers; i++) {
         if (cfg->members[i].id == cfg->id) continue;
