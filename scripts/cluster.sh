@@ -66,7 +66,13 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 # --dir DIR may follow any verb (and TRINE_CLUSTER_DIR sets it too).
 dir=${TRINE_CLUSTER_DIR:-$dir}
-if [ "$cmd" != start ] && [ "${1:-}" = --dir ]; then dir=$2; shift 2; fi
+if [ "$cmd" != start ]; then
+    rest=()
+    while [ $# -gt 0 ]; do
+        if [ "$1" = --dir ]; then dir=$2; shift 2; else rest+=("$1"); shift; fi
+    done
+    set -- "${rest[@]+"${rest[@]}"}"
+fi
 case $cmd in
 start)
     while [ $# -gt 0 ]; do
@@ -114,7 +120,6 @@ status)
 kill)
     load_env
     i=${1:?usage: cluster.sh kill I}
-    [ "${2:-}" = --dir ] && { dir=$3; load_env; }
     alive "$i" || die "node $i is not running"
     kill -KILL "$(pid_of "$i")"
     echo "node $i killed (kill -9)"
@@ -122,7 +127,6 @@ kill)
 restart)
     load_env
     i=${1:?usage: cluster.sh restart I}
-    [ "${2:-}" = --dir ] && { dir=$3; load_env; }
     if alive "$i"; then kill -TERM "$(pid_of "$i")"; sleep 1; fi
     start_node "$i"
     ;;
