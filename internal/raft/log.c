@@ -127,13 +127,25 @@ uint64_t log_term_or0(struct raft *r, uint64_t i)
     return t;
 }
 
+uint64_t log_first_entry(struct raft *r)
+{
+    struct raft_log *lg = &r->log;
+    uint64_t first = r->st.first_index(r->st.ctx);
+    if (lg->tail_first <= lg->last && lg->tail_first < first) first = lg->tail_first;
+    if (first <= lg->snap.index) first = lg->snap.index + 1;
+    if (first > lg->last + 1) first = lg->last + 1;
+    return first;
+}
+
 uint64_t log_first_known(struct raft *r)
 {
-    uint64_t lo = r->log.snap.index;
-    uint64_t sf = r->st.first_index(r->st.ctx);
-    if (sf > 0 && sf - 1 > lo && sf - 1 < r->log.tail_first) lo = sf - 1;
-    if (lo > r->log.last) lo = r->log.last;
-    return lo;
+    struct raft_log *lg = &r->log;
+    uint64_t first = log_first_entry(r);
+    /* Below the first readable entry only a snapshot point has a known term: the core's, or
+     * storage's first - 1. A tail entry that starts below storage has no known predecessor. */
+    if (first == lg->snap.index + 1) return lg->snap.index;
+    if (first < lg->tail_first || lg->tail_first > lg->last) return first - 1;
+    return first == r->st.first_index(r->st.ctx) ? first - 1 : first;
 }
 
 /* ---- byte ring ------------------------------------------------------------------------- */

@@ -115,13 +115,13 @@ void conf_rebuild(struct raft *r)
 {
     struct raft_conf c;
     uint64_t at = 0;
-    uint64_t lo = log_first_known(r) + 1;
+    uint64_t lo = log_first_entry(r);
     int rc = lo <= r->log.last ? scan_back(r, lo, r->log.last, &c, &at) : 0;
     if (rc == 1) {
         conf_apply(r, &c, at);
         return;
     }
-    /* Nothing in the log: the configuration is the snapshot's. */
+    /* No conf entry in the readable log: the configuration is the latest snapshot's. */
     struct raft_snapshot_meta meta = r->log.snap;
     if (rc < 0 || lo - 1 > meta.index) {
         struct raft_snapshot_meta sm;

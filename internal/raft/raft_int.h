@@ -199,7 +199,10 @@ const struct raft_entry *log_tail_entry(struct raft *r, uint64_t i);
 uint64_t log_find_conflict_by_term(struct raft *r, uint64_t index, uint64_t term);
 bool log_up_to_date(struct raft *r, uint64_t index, uint64_t term);
 void log_install_snapshot(struct raft *r, const struct raft_snapshot_meta *meta);
-/* Lowest index whose term is known (the snapshot index, or first - 1 of storage). */
+/* Lowest index whose entry can be read (tail or storage); last + 1 if none. */
+uint64_t log_first_entry(struct raft *r);
+/* Lowest index whose term is known: a snapshot point (the core's, or storage's first - 1)
+ * below the first readable entry, or that entry itself. */
 uint64_t log_first_known(struct raft *r);
 
 /* ---- election.c ------------------------------------------------------------------------ */

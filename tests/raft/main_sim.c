@@ -6,7 +6,7 @@
  *                               replays a batch); exits 1 on the first violation,
  *                               printing its seed, the message and the last trace lines
  *   raft_sim --seed S [--trace] one seed; --trace prints the whole readable trace
- *   options: --run-ms T (fault phase length, default 1500)
+ *   options: --run-ms T (fault phase length, default 3000)
  *
  * Each seed draws its own world: 3-5 nodes, 1-3 groups, 3 or 5 initial
  * voters, pre-vote/check-quorum mostly on (sometimes off), lease reads in some
@@ -67,6 +67,9 @@ struct totals {
     uint64_t rollbacks;
     uint64_t fast;
     uint64_t commits;
+    uint64_t confs;
+    uint64_t transfers;
+    uint64_t crashes;
 };
 
 static uint64_t rnd(struct wl *w, uint64_t n)
@@ -408,6 +411,9 @@ static int run_seed(uint64_t seed, uint64_t run_ms, int trace_mode, struct total
         t->snapshots += s->snapshots_installed;
         t->rollbacks += s->rollbacks;
         t->fast += s->fast_acks;
+        t->confs += s->conf_changes;
+        t->transfers += s->transfers;
+        t->crashes += s->crashes;
         for (uint32_t g = 0; g < s->o.groups; g++)
             t->commits += chk_commit(s->groups[g].chk);
     }
@@ -436,7 +442,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    uint64_t seeds = 0, seed = 0, run_ms = 1500;
+    uint64_t seeds = 0, seed = 0, run_ms = 3000;
     bool one = false, trace = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seeds") && i + 1 < argc)
@@ -482,6 +488,9 @@ int main(int argc, char **argv)
     printf("  reads served %" PRIu64 ", snapshots installed %" PRIu64 ", rollbacks %" PRIu64
            ", fast acks %" PRIu64 "\n",
            t.reads, t.snapshots, t.rollbacks, t.fast);
+    printf("  crashes %" PRIu64 ", membership changes %" PRIu64 ", leadership transfers %" PRIu64
+           "\n",
+           t.crashes, t.confs, t.transfers);
     printf("  invariants after every step: election safety, log matching, leader completeness, "
            "state machine safety, durability of commits, linearizable reads/writes; at the end: "
            "fast acks committed or rolled back, liveness after heal\n");

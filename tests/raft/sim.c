@@ -434,6 +434,21 @@ static void handle_update(struct sim_rep *rep, const struct raft_update *u)
         rep->role = u->role;
         rep->term = u->term;
     }
+    if (s->trace_mode) {
+        struct raft_status st;
+        raft_status(rep->r, &st);
+        if (st.conf_index != rep->conf_index) {
+            char b2[160] = "";
+            size_t k = 0;
+            for (uint32_t i = 0; i < st.conf.n && k < sizeof(b2) - 24; i++)
+                k += (size_t)snprintf(b2 + k, sizeof(b2) - k, " %s%llu",
+                                      st.conf.servers[i].role == RAFT_VOTER ? "" : "learner:",
+                                      (unsigned long long)st.conf.servers[i].id);
+            sim_trace(s, "g%u n%llu configuration of index %llu:%s", rep->g->gi,
+                      (unsigned long long)rep->id, (unsigned long long)st.conf_index, b2);
+            rep->conf_index = st.conf_index;
+        }
+    }
     if (u->commit != rep->commit && s->trace_mode)
         sim_trace(s, "g%u n%llu commit %llu", rep->g->gi, (unsigned long long)rep->id,
                   (unsigned long long)u->commit);
@@ -815,6 +830,7 @@ void sim_crash(struct sim *s, uint64_t node)
     if (!n->up) return;
     n->up = false;
     n->fsync_at = UINT64_MAX;
+    s->crashes++;
     sim_trace(s, "crash n%llu (unsynced writes lost)", (unsigned long long)node);
     for (uint32_t g = 0; g < s->o.groups; g++) {
         struct sim_rep *rep = sim_rep(s, g, node);
@@ -906,6 +922,7 @@ int sim_conf_change(struct sim *s, uint32_t g, uint64_t n, enum raft_conf_op op,
     static const char *const names[] = {"?", "add-learner", "promote", "remove"};
     uint64_t index = 0;
     int rc = raft_conf_change(rep->r, s->now, op, id, &index);
+    if (rc == 0) s->conf_changes++;
     sim_trace(s, "g%u n%llu conf %s n%llu -> %s %llu", g, (unsigned long long)n, names[op],
               (unsigned long long)id, status_name(rc), (unsigned long long)index);
     sim_drain(rep);
@@ -917,6 +934,7 @@ int sim_transfer(struct sim *s, uint32_t g, uint64_t n, uint64_t to)
     struct sim_rep *rep = live_rep(s, g, n);
     if (!rep) return -TRINE_EUNAVAILABLE;
     int rc = raft_transfer(rep->r, s->now, to);
+    if (rc == 0) s->transfers++;
     sim_trace(s, "g%u n%llu transfer to n%llu -> %s", g, (unsigned long long)n,
               (unsigned long long)to, status_name(rc));
     sim_drain(rep);

@@ -106,6 +106,7 @@ struct sim_rep {
     uint32_t cap_att;
     uint64_t rollbacks;     /* rollback records made (fast mode) */
     uint64_t durable_index; /* last leader_durable_index reported */
+    uint64_t conf_index;    /* configuration last traced */
 };
 
 struct chk; /* check.c */
@@ -174,6 +175,9 @@ struct sim {
     uint64_t reads_served;
     uint64_t snapshots_installed;
     uint64_t elections;
+    uint64_t conf_changes; /* accepted by a leader */
+    uint64_t transfers;    /* started */
+    uint64_t crashes;
     uint64_t starts; /* replica starts, for per-start rng seeds */
 };
 
