@@ -1,12 +1,38 @@
 #!/usr/bin/env bash
-# `make run`: until the cluster daemon exists (issue 4) this runs a short
-# storage benchmark so a new user sees the durable path working.
+# `make run`: (re)starts a local 3-node cluster on 127.0.0.1 with dev TLS
+# certificates (scripts/cluster.sh), shows a put and a get at each consistency
+# level, and leaves the cluster running. Stop it with `scripts/cluster.sh stop`.
+#   TRINE_RUN_PORT  first client port (default 7001; admin HTTP at +100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BINDIR=${BINDIR:-bin}
-dir=$(mktemp -d "${TMPDIR:-/tmp}/trine-run-XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-echo "trine: the cluster daemon is not built yet; running a 3-second storage benchmark in $dir"
-for w in fsync wal; do
-    "$BINDIR/trine-bench" storage --workload "$w" --appenders 16 --seconds 3 --dir "$dir"
+port=${TRINE_RUN_PORT:-7001}
+if [ -f run/cluster/cluster.env ]; then scripts/cluster.sh stop >/dev/null 2>&1 || true; fi
+scripts/cluster.sh start -n 3 --port "$port"
+eval "$(scripts/cluster.sh env)"
+
+# Wait (up to 10 s) until every partition has a primary.
+for _ in $(seq 1 50); do
+    if bin/trine --timeout 1000 put trine:hello "world" >/dev/null 2>&1; then break; fi
+    sleep 0.2
 done
+
+echo
+echo "== A tour (every command below works in your shell after the eval line)"
+run() { echo "\$ $*"; "$@" || true; }
+run bin/trine --consistency fast put greeting "hello, fast"
+run bin/trine --consistency fast get greeting
+run bin/trine --consistency strong put greeting "hello, strong"
+run bin/trine --consistency strong get greeting
+run bin/trine --consistency all put greeting "hello, all"
+run bin/trine cas greeting 3 "swapped"
+run bin/trine scan gree
+run bin/trine cluster status
+cat <<EOT
+
+The cluster keeps running. Next:
+  eval "\$(scripts/cluster.sh env)"          # point bin/trine at it
+  scripts/cluster.sh kill 1; bin/trine put k v   # strong writes survive a kill -9
+  scripts/cluster.sh restart 1                   # it rejoins and catches up
+  curl -s localhost:$((port + 100))/metrics | head   # Prometheus metrics (also /status, /health)
+  scripts/cluster.sh stop                        # stop everything (data stays in run/cluster)
+EOT
