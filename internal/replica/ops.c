@@ -39,6 +39,7 @@
 
 static void wl_remove(struct wlist *l, struct waiter *w)
 {
+    if (!l) return;
     if (w->prev)
         w->prev->next = w->next;
     else
@@ -48,10 +49,12 @@ static void wl_remove(struct wlist *l, struct waiter *w)
     else
         l->tail = w->prev;
     w->prev = w->next = NULL;
+    w->list = NULL;
 }
 
 static void wl_push(struct wlist *l, struct waiter *w)
 {
+    w->list = l;
     w->next = NULL;
     w->prev = l->tail;
     if (l->tail)
@@ -64,6 +67,7 @@ static void wl_push(struct wlist *l, struct waiter *w)
 /* Inserts in index order, after waiters with the same index (stable). */
 static void wl_insert_sorted(struct wlist *l, struct waiter *w)
 {
+    w->list = l;
     struct waiter *after = l->tail;
     while (after && after->index > w->index)
         after = after->prev;
@@ -77,12 +81,6 @@ static void wl_insert_sorted(struct wlist *l, struct waiter *w)
         after->next = w;
     else
         l->head = w;
-}
-
-static struct wlist *list_of(struct waiter *w)
-{
-    if (w->kind != W_WRITE) return &w->g->reads;
-    return w->applied ? &w->g->alls : &w->g->writes;
 }
 
 static struct waiter *waiter_new(struct replica *r, struct group *g, uint8_t kind,
@@ -105,7 +103,7 @@ static struct waiter *waiter_new(struct replica *r, struct group *g, uint8_t kin
 
 static void waiter_free(struct replica *r, struct waiter *w)
 {
-    wl_remove(list_of(w), w);
+    wl_remove(w->list, w);
     if (w->gprev)
         w->gprev->gnext = w->gnext;
     else
@@ -219,15 +217,15 @@ void ops_on_applied(struct group *g, const struct raft_entry *e, const struct st
 {
     (void)op;
     struct replica *r = g->rep;
-    while (g->writes.head && g->writes.head->index <= e->index) {
-        struct waiter *w = g->writes.head;
+    struct waiter *w;
+    while ((w = g->writes.head) != NULL && w->index <= e->index) {
+        wl_remove(&g->writes, w);
         if (w->index < e->index) {
             fail(r, w, -TRINE_ETIMEOUT, "entry replaced by a snapshot; outcome unknown");
         } else if (w->term != e->term) {
             fail(r, w, -TRINE_ENOT_LEADER,
                  "leadership lost before commit; the write was not applied");
         } else if (w->want == REPLICA_ALL) {
-            wl_remove(&g->writes, w);
             w->applied = true;
             w->sres = *sr;
             wl_push(&g->alls, w);
@@ -286,8 +284,12 @@ void ops_fail_range(struct group *g, uint64_t from, uint64_t to, int status, con
 
 void ops_fail_below(struct group *g, uint64_t upto, int status, const char *why)
 {
-    while (g->writes.head && g->writes.head->index <= upto)
-        fail(g->rep, g->writes.head, status, why);
+    struct waiter *w = g->writes.head;
+    while (w && w->index <= upto) {
+        struct waiter *next = w->next;
+        fail(g->rep, w, status, why);
+        w = next;
+    }
 }
 
 static const uint8_t cmd_ops[] = {
@@ -380,14 +382,18 @@ static int scan_one(void *arg, const struct store_kv *kv)
         struct replica_kv *n = realloc(r->scan_items, cap * sizeof(*n));
         if (!n) return -TRINE_ENOMEM;
         r->scan_items = n;
+        size_t *o = realloc(r->scan_offs, 2 * (size_t)cap * sizeof(*o));
+        if (!o) return -TRINE_ENOMEM;
+        r->scan_offs = o;
         r->cap_scan_items = cap;
     }
     /* Offsets now, pointers once the buffer stops moving. */
+    size_t *off = &r->scan_offs[2 * (size_t)a->n];
     struct replica_kv *it = &r->scan_items[a->n++];
-    it->key = (const uint8_t *)(uintptr_t)r->scan_buf.len;
+    off[0] = r->scan_buf.len;
     it->key_len = (uint32_t)kv->key_len;
     if (buf_append(&r->scan_buf, kv->key, kv->key_len) < 0) return -TRINE_ENOMEM;
-    it->value = (const uint8_t *)(uintptr_t)r->scan_buf.len;
+    off[1] = r->scan_buf.len;
     it->value_len = (uint32_t)kv->value_len;
     if (buf_append(&r->scan_buf, kv->value, kv->value_len) < 0) return -TRINE_ENOMEM;
     it->version = kv->version;
@@ -442,8 +448,8 @@ static void serve(struct group *g, const struct read_args *a, uint8_t served,
     res->n_items = acc.n > limit ? limit : acc.n;
     for (uint32_t i = 0; i < res->n_items; i++) {
         struct replica_kv *it = &r->scan_items[i];
-        it->key = r->scan_buf.data + (uintptr_t)it->key;
-        it->value = r->scan_buf.data + (uintptr_t)it->value;
+        it->key = r->scan_buf.data + r->scan_offs[2 * (size_t)i];
+        it->value = r->scan_buf.data + r->scan_offs[2 * (size_t)i + 1];
     }
     res->items = r->scan_items;
 }
@@ -586,7 +592,11 @@ void ops_timeouts(struct replica *r, uint64_t now_ms)
 
 void ops_fail_all(struct replica *r, int status, const char *why)
 {
-    while (r->all_head)
-        fail(r, r->all_head, status, why);
+    struct waiter *w = r->all_head;
+    while (w) {
+        struct waiter *next = w->gnext;
+        fail(r, w, status, why);
+        w = next;
+    }
     ops_flush_done(r);
 }

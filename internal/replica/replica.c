@@ -74,6 +74,7 @@ bool group_peer_active(struct group *g, const struct peer *p, uint64_t now_ms)
 static int check_meta(struct replica *r, struct trine_err *err)
 {
     char path[4096], tmp[4200];
+    if (!r->dir) return err_set(err, -TRINE_EINVALID, "replica: no data dir");
     snprintf(path, sizeof(path), "%s/node.meta", r->dir);
     FILE *f = fopen(path, "r");
     if (f) {
@@ -211,7 +212,7 @@ static int check_sets(const struct replica_config *c, struct trine_err *err)
 {
     for (uint32_t p = 0; p < c->partitions; p++) {
         const struct replica_set *s = &c->sets[p];
-        if (s->n == 0 || s->n > REPLICA_PEERS_MAX || s->n > RAFT_SERVERS_MAX)
+        if (s->n == 0 || s->n > REPLICA_PEERS_MAX) /* == RAFT_SERVERS_MAX */
             return err_set(err, -TRINE_EINVALID, "replica: partition %u has %u replicas", p, s->n);
         for (uint32_t i = 0; i < s->n; i++) {
             if (s->nodes[i] == 0)
@@ -228,7 +229,7 @@ static int check_sets(const struct replica_config *c, struct trine_err *err)
 static int setup_groups(struct replica *r, struct trine_err *err)
 {
     const struct replica_config *c = &r->cfg;
-    r->by_part = calloc(c->partitions, sizeof(*r->by_part));
+    r->by_part = calloc(c->partitions, sizeof(struct group *));
     if (!r->by_part) return err_set(err, -TRINE_ENOMEM, "replica: out of memory");
     uint32_t n = 0;
     for (uint32_t p = 0; p < c->partitions; p++)
@@ -351,8 +352,9 @@ int replica_open(const struct replica_config *cfg, struct replica **out, struct 
     buf_init(&r->cmd_buf);
     buf_init(&r->chunk);
     int rc = 0;
-    if (!r->dir || !r->scratch) rc = err_set(err, -TRINE_ENOMEM, "replica: out of memory");
-    if (rc == 0 && mkdir(r->dir, 0755) < 0 && errno != EEXIST)
+    if (!r->dir || !r->scratch)
+        rc = err_set(err, -TRINE_ENOMEM, "replica: out of memory");
+    else if (mkdir(r->dir, 0755) < 0 && errno != EEXIST)
         rc = err_set(err, status_from_errno(errno), "replica: mkdir %s: %s", r->dir,
                      strerror(errno));
     if (rc == 0) rc = check_meta(r, err);
@@ -406,6 +408,7 @@ void replica_close(struct replica *r)
     codec_scratch_free(r->scratch);
     free(r->in_ents);
     free(r->scan_items);
+    free(r->scan_offs);
     free(r->done_q);
     buf_free(&r->scan_buf);
     buf_free(&r->cmd_buf);

@@ -205,27 +205,25 @@ struct replica_result {
      * TIMEOUT (outcome unknown), NOT_FOUND, CAS_FAILED, STALE (min_revision not reached in
      * time), BUSY, TOO_LARGE, BAD_REQUEST, STALE from dedupe (a retry too old to know). */
     int status;
+    uint32_t value_len;  /* get */
     const char *message; /* human-readable detail, "" if none */
-    uint8_t consistency; /* level actually achieved/served (a fast CAS is served strong) */
     uint64_t revision;   /* write: log index of the entry; read: applied index served */
     /* write: key's version after the op (0 for a fast ack: not known before apply; 0 after
      * a delete); read: the key's version */
     uint64_t version;
-    uint64_t create_revision; /* reads */
-    uint64_t mod_revision;    /* reads */
-    uint64_t expire_at_ms;    /* absolute expiry (writes: as stamped), 0 = never */
-    uint64_t applied_index;   /* this replica's applied index when it answered */
-    uint64_t served_by;       /* this node */
-    uint8_t acks;             /* replicas known to have the entry durable at the ack */
-    uint64_t leader_hint;     /* current leader of the partition (0 = unknown) */
-    bool duplicate;           /* a retry of an applied (client_id, seq): first result */
-    /* get */
-    const uint8_t *value;
-    uint32_t value_len;
-    /* scan */
-    const struct replica_kv *items;
-    uint32_t n_items;
-    bool more; /* more keys match after the last item */
+    uint64_t create_revision;       /* reads; writes that created the key */
+    uint64_t mod_revision;          /* reads; successful writes (= revision) */
+    uint64_t expire_at_ms;          /* absolute expiry (writes: as stamped), 0 = never */
+    uint64_t applied_index;         /* this replica's applied index when it answered */
+    uint64_t served_by;             /* this node */
+    uint64_t leader_hint;           /* current leader of the partition (0 = unknown) */
+    const uint8_t *value;           /* get */
+    const struct replica_kv *items; /* scan */
+    uint32_t n_items;               /* scan */
+    uint8_t consistency; /* level actually achieved/served (a fast CAS is served strong) */
+    uint8_t acks;        /* replicas known to have the entry durable at the ack */
+    bool duplicate;      /* a retry of an applied (client_id, seq): first result */
+    bool more;           /* scan: more keys match after the last item */
 };
 
 typedef void (*replica_done_fn)(void *arg, const struct replica_result *res);

@@ -81,6 +81,11 @@ void plog_free(struct plog *l);
 
 enum waiter_kind { W_WRITE = 1, W_GET, W_SCAN };
 
+struct waiter;
+struct wlist {
+    struct waiter *head, *tail;
+};
+
 struct group;
 
 struct waiter {
@@ -105,6 +110,7 @@ struct waiter {
     uint8_t *key, *prefix, *start_after;
     uint32_t key_len, prefix_len, start_after_len, limit;
     /* lists: group list (writes, `all` waiters or reads) and the global list */
+    struct wlist *list; /* the group list it is in, NULL if none */
     struct waiter *prev, *next;
     struct waiter *gprev, *gnext;
 };
@@ -113,10 +119,6 @@ struct done_item {
     replica_done_fn done;
     void *arg;
     struct replica_result res;
-};
-
-struct wlist {
-    struct waiter *head, *tail;
 };
 
 /* ---- snapshot streams (snap.c) ---------------------------------------------------------- */
@@ -264,6 +266,7 @@ struct replica {
     struct waiter *all_head; /* global list (timeouts) */
     struct buf scan_buf;
     struct replica_kv *scan_items;
+    size_t *scan_offs; /* key, value offsets in scan_buf per item */
     uint32_t cap_scan_items;
     struct buf cmd_buf;
     struct done_item *done_q;

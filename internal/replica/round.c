@@ -31,7 +31,7 @@
 #include "metrics/metrics.h"
 #include "replica/replica_int.h"
 
-#define ARENA_BLOCK (256 * 1024)
+#define ARENA_BLOCK ((size_t)256 * 1024)
 #define READY_MAX   64 /* updates handled per group per round */
 #define ROUNDS_MAX  16 /* rounds per replica_process */
 

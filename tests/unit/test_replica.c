@@ -33,7 +33,7 @@
 #define NODES       3
 #define PARTS       4
 #define STEP_MS     5
-#define ELECTION_MS 200
+#define ELECTION_MS 200ull
 
 static uint64_t fake_ns = 1000000000000ull;
 
