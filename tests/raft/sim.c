@@ -700,11 +700,22 @@ void sim_advance(struct sim *s, uint64_t t)
     if (t > s->now) s->now = t;
 }
 
+/* The transport tells the sender how a snapshot transfer ended (raft_report_snapshot). */
+static void report_snapshot(struct sim *s, const struct net_msg *nm, bool ok)
+{
+    if (nm->m.type != RAFT_MSG_SNAPSHOT) return;
+    struct sim_rep *sender = sim_rep(s, nm->group, nm->m.from);
+    if (!sender || !sender->r) return;
+    raft_report_snapshot(sender->r, s->now, nm->m.to, ok);
+    sim_drain(sender);
+}
+
 static void deliver(struct sim *s, struct net_msg *nm)
 {
     struct sim_rep *rep = sim_rep(s, nm->group, nm->m.to);
     uint64_t from = nm->m.from;
     if (!rep || !s->nodes[nm->m.to].up || !rep->r || !s->link[from][nm->m.to]) {
+        report_snapshot(s, nm, false);
         if (s->trace_mode) {
             char b[160];
             sim_trace(s, "g%u lost %s", nm->group, sim_msg_str(&nm->m, b, sizeof(b)));
@@ -725,8 +736,9 @@ static void deliver(struct sim *s, struct net_msg *nm)
     if (rc < 0 && rc != -TRINE_EBAD_REQUEST)
         sim_fail(s, "g%u n%llu: raft_recv: %s", nm->group, (unsigned long long)rep->id,
                  raft_error(rep->r)->msg);
-    free(nm);
     sim_drain(rep);
+    report_snapshot(s, nm, true);
+    free(nm);
 }
 
 void sim_tick_due(struct sim *s)
