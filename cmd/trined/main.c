@@ -24,8 +24,12 @@ int main(int argc, char **argv)
     struct server *s;
     rc = server_create(&cfg, &s, &err);
     if (rc) {
-        log_error("server", "cannot start: %s", err.msg);
-        fprintf(stderr, "trined: cannot start: %s\n", err.msg);
+        const char *hint = rc == -TRINE_ECORRUPT
+                               ? " (keep a copy of the data dir, then start once with --repair to "
+                                 "cut the log there; see docs/operations.md)"
+                               : "";
+        log_error("server", "cannot start: %s%s", err.msg, hint);
+        fprintf(stderr, "trined: cannot start: %s%s\n", err.msg, hint);
         config_free(&cfg);
         return 1;
     }

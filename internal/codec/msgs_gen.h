@@ -86,8 +86,8 @@ enum codec_raft_msg_type {
 
 /* kind of a Raft log entry */
 enum codec_entry_type {
-    CODEC_ENTRY_TYPE_NORMAL = 0, /* data is a command message (or empty: the leader's no-op at term start) */
-    CODEC_ENTRY_TYPE_CONF_CHANGE = 1, /* data is a command with op conf_change */
+    CODEC_ENTRY_TYPE_NORMAL = 0, /* data is a command message body, or empty for the no-op a new leader appends at the start of its term */
+    CODEC_ENTRY_TYPE_CONF_CHANGE = 1, /* data is a whole Raft configuration: u32 count, then per server u64 id and u8 role (1 voter, 2 learner), big-endian */
 };
 
 /* operation of a replicated command */
@@ -374,6 +374,7 @@ struct codec_command {
     uint64_t seq; /* #7 writer's sequence: applied once per (client_id, seq), checked at apply */
     uint64_t expect_mod_revision; /* #8 expire: delete only if the key's mod_revision still equals this */
     struct codec_conf conf; /* #9 conf_change: the change */
+    uint64_t now_ms; /* #10 the primary's wall clock (ms since the Unix epoch) when it proposed the entry: apply judges TTL expiry by it, so every replica decides alike */
     uint8_t op; /* #1 enum codec_cmd_op: operation */
 };
 

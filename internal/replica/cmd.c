@@ -1,15 +1,9 @@
 /*
  * cmd.c - the `command` payload of Raft entries, and the rollback file.
  *
- * A command is proto's `command` message body (codec_encode_body). One field
- * the schema does not have yet is appended after the schema's fields: the
- * primary's wall clock now_ms, as msgpack uint64 (0xcf + 8 bytes big-endian),
- * with the array header raised by one. Decoders skip unknown trailing fields
- * (docs/protocol.md, forward compatibility), so codec_decode reads the rest;
- * cmd_decode picks now_ms from the last 9 bytes when the header says the field
- * is there. This stands in for `now_ms u64` as command field #10 until the
- * schema has it (requested); store_op.now_ms makes TTL decisions at apply
- * identical on every replica.
+ * A command is proto's `command` message body (codec_encode_body). Its now_ms
+ * is the primary's wall clock at proposal: store_op.now_ms makes TTL decisions
+ * at apply identical on every replica.
  *
  * Rollback file (data_dir/rollbacks.jsonl): one JSON object a line, appended
  * and fdatasync'ed BEFORE the truncation that drops the entries is submitted:
@@ -29,9 +23,6 @@
 #include "metrics/metrics.h"
 #include "replica/replica_int.h"
 
-#define SCHEMA_FIELDS   10 /* type + 9 fields of `command` today */
-#define NOW_FIELD_BYTES 9
-
 int cmd_encode(struct replica *r, const struct cmd *c, struct buf *out)
 {
     struct codec_msg m = {.type = CODEC_MSG_COMMAND};
@@ -43,18 +34,11 @@ int cmd_encode(struct replica *r, const struct cmd *c, struct buf *out)
     m.command.client_id = c->client_id;
     m.command.seq = c->seq;
     m.command.expect_mod_revision = c->expect_mod_revision;
+    m.command.now_ms = c->now_ms;
     buf_reset(out);
     struct trine_err err = {0};
     int rc = codec_encode_body(out, &m, &r->lim, &err);
-    if (rc < 0) return rc;
-    if (out->len == 0 || out->data[0] != (0x90 | SCHEMA_FIELDS)) return 0; /* no room: now 0 */
-    uint8_t tail[NOW_FIELD_BYTES];
-    tail[0] = 0xcf;
-    put_u64be(tail + 1, c->now_ms);
-    rc = buf_append(out, tail, sizeof(tail));
-    if (rc < 0) return rc;
-    out->data[0] = 0x90 | (SCHEMA_FIELDS + 1);
-    return 0;
+    return rc < 0 ? rc : 0;
 }
 
 int cmd_decode(struct replica *r, const uint8_t *data, uint32_t len, struct cmd *c)
@@ -75,9 +59,7 @@ int cmd_decode(struct replica *r, const uint8_t *data, uint32_t len, struct cmd 
     c->client_id = m.command.client_id;
     c->seq = m.command.seq;
     c->expect_mod_revision = m.command.expect_mod_revision;
-    if (len > NOW_FIELD_BYTES && data[0] == (0x90 | (SCHEMA_FIELDS + 1)) &&
-        data[len - NOW_FIELD_BYTES] == 0xcf)
-        c->now_ms = get_u64be(data + len - 8);
+    c->now_ms = m.command.now_ms;
     return 0;
 }
 

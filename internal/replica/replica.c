@@ -369,11 +369,18 @@ int replica_open(const struct replica_config *cfg, struct replica **out, struct 
         snprintf(path, sizeof(path), "%s/wal", r->dir);
         struct wal_options wo = {.dir = path,
                                  .sync_off = cfg->wal_sync_off,
+                                 .repair = cfg->wal_repair,
                                  .replay = WAL_REPLAY_LIVE,
                                  .replay_fn = plog_replay,
                                  .replay_ctx = r};
         struct wal_recovery rep;
         rc = wal_open(&wo, &r->wal, &rep, err);
+        if (rc == 0 && rep.cut_bytes)
+            log_warn("replica",
+                     "--repair cut the WAL at %s+%llu: %llu bytes (%llu records) removed; the "
+                     "partitions they held catch up from their peers",
+                     rep.bad_file, (unsigned long long)rep.bad_offset,
+                     (unsigned long long)rep.cut_bytes, (unsigned long long)rep.cut_records);
     }
     for (uint32_t i = 0; rc == 0 && i < r->n_groups; i++)
         rc = start_group(r, &r->groups[i], err);

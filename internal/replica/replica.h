@@ -94,19 +94,20 @@ struct replica_config {
     struct metrics *metrics; /* may be NULL; series are registered at open */
 
     /* Tuning; 0 picks the default in brackets. */
-    uint64_t election_timeout_ms;      /* [1000] */
-    uint64_t heartbeat_ms;             /* [election_timeout_ms / 10] */
-    uint32_t default_timeout_ms;       /* request timeout when the request says 0 [5000] */
-    uint32_t pending_max;              /* operations waiting at once [65536] */
-    uint64_t compact_entries;          /* compact a partition once applied - snapshot mark
-                                          exceeds this [10000] */
-    uint32_t snapshot_chunk_bytes;     /* snapshot stream chunk [1 MiB] */
-    uint32_t snapshot_window_bytes;    /* unacknowledged snapshot bytes per stream [4 MiB] */
-    uint32_t expire_batch;             /* EXPIRE ops proposed per partition per tick [128] */
-    uint32_t frame_bytes_max;          /* largest peer frame sent [codec default] */
-    uint32_t raft_tail_entries;        /* entries each group keeps in memory, power of two [512] */
-    uint64_t seed;                     /* randomness of election timeouts [node_id] */
-    bool wal_sync_off;                 /* no fdatasync: tests and benchmarks ONLY */
+    uint64_t election_timeout_ms;   /* [1000] */
+    uint64_t heartbeat_ms;          /* [election_timeout_ms / 10] */
+    uint32_t default_timeout_ms;    /* request timeout when the request says 0 [5000] */
+    uint32_t pending_max;           /* operations waiting at once [65536] */
+    uint64_t compact_entries;       /* compact a partition once applied - snapshot mark
+                                       exceeds this [10000] */
+    uint32_t snapshot_chunk_bytes;  /* snapshot stream chunk [1 MiB] */
+    uint32_t snapshot_window_bytes; /* unacknowledged snapshot bytes per stream [4 MiB] */
+    uint32_t expire_batch;          /* EXPIRE ops proposed per partition per tick [128] */
+    uint32_t frame_bytes_max;       /* largest peer frame sent [codec default] */
+    uint32_t raft_tail_entries;     /* entries each group keeps in memory, power of two [512] */
+    uint64_t seed;                  /* randomness of election timeouts [node_id] */
+    bool wal_sync_off;              /* no fdatasync: tests and benchmarks ONLY */
+    bool wal_repair; /* cut the WAL at mid-log corruption instead of refusing to open */
     const struct store_options *store; /* NULL: store defaults */
 };
 

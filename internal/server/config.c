@@ -8,7 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_kind { OPT_STR, OPT_U32, OPT_SIZE, OPT_ONOFF, OPT_LEVEL, OPT_MEMBERS, OPT_CONFIG };
+enum opt_kind {
+    OPT_STR,
+    OPT_U32,
+    OPT_SIZE,
+    OPT_ONOFF,
+    OPT_FLAG,
+    OPT_LEVEL,
+    OPT_MEMBERS,
+    OPT_CONFIG
+};
 
 struct opt {
     const char *name;
@@ -38,6 +47,8 @@ static const struct opt opts[] = {
     {"max-value", OPT_SIZE, OFF(max_value_bytes), "1MiB", "largest value accepted"},
     {"log-level", OPT_LEVEL, OFF(log_level), "info", "debug | info | warn | error"},
     {"fsync", OPT_ONOFF, OFF(fsync), "on", "on | off (off loses data on power loss: tests only)"},
+    {"repair", OPT_FLAG, OFF(repair), NULL,
+     "cut the WAL at a corrupt record (reported) instead of refusing to start"},
 };
 
 static const struct opt *opt_find(const char *name, size_t len)
@@ -147,6 +158,7 @@ static int config_set(struct server_config *c, const struct opt *o, const char *
                            "--%s: '%s' is not a size (bytes, or with KiB/MiB/GiB)", o->name, v);
         *(uint64_t *)field = x;
         return 0;
+    case OPT_FLAG:
     case OPT_ONOFF:
         if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
             return err_set(err, -TRINE_EINVALID, "--%s: '%s' is not on|off", o->name, v);
@@ -185,7 +197,9 @@ void config_usage(FILE *out)
     for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
         char left[64];
         snprintf(left, sizeof(left), "--%s %s", opts[i].name,
-                 opts[i].kind == OPT_ONOFF ? "on|off" : "VALUE");
+                 opts[i].kind == OPT_ONOFF  ? "on|off"
+                 : opts[i].kind == OPT_FLAG ? ""
+                                            : "VALUE");
         fprintf(out, "  %-28s %s%s%s%s\n", left, opts[i].help, opts[i].def ? " (default " : "",
                 opts[i].def ? opts[i].def : "", opts[i].def ? ")" : "");
     }
@@ -209,7 +223,7 @@ int config_parse_args(struct server_config *c, int argc, char **argv, FILE *out,
         if (!o)
             return err_set(err, -TRINE_EINVALID, "unknown flag --%.*s (see --help)", (int)len,
                            name);
-        const char *v = eq ? eq + 1 : NULL;
+        const char *v = eq ? eq + 1 : (o->kind == OPT_FLAG ? "on" : NULL);
         if (!v) {
             if (i + 1 >= argc) return err_set(err, -TRINE_EINVALID, "--%s needs a value", o->name);
             v = argv[++i];

@@ -413,6 +413,7 @@ int server_create(const struct server_config *cfg, struct server **out, struct t
             .metrics = s->metrics,
             .frame_bytes_max = (uint32_t)cfg->max_frame_bytes,
             .wal_sync_off = !cfg->fsync,
+            .wal_repair = cfg->repair,
         };
         rc = replica_open(&c, &s->rep, err);
     }
