@@ -16,6 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../../.." || exit 2
 BUILD=${BUILD:-build/rel}
 BINDIR=${BINDIR:-bin}
 export BUILD BINDIR
+export PYTHONDONTWRITEBYTECODE=1
 TT="python3 tests/integration/lib/tt.py"
 TEST_NAME=$(basename "$0" .sh)
 T_START=$(date +%s.%N)

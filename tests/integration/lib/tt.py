@@ -16,10 +16,13 @@ JSON and exits 0 on success, 1 on a failed check, 2 on usage errors.
   tt.py probe-write EP CERTS KEY T0_MS TIMEOUT_S
                                           strong puts of KEY via EP until one succeeds; prints
                                           the ms from T0_MS (wall clock) to that success
+  tt.py lagging-read FOLLOWER_ID FOLLOWER_EP FOLLOWER_PID LEADER_EP CERTS KEY
+                                          session token on a lagging follower (see below)
 """
 import json
 import os
 import select
+import signal
 import sys
 import time
 import urllib.request
@@ -219,7 +222,44 @@ def cmd_probe_write(a):
     return 1
 
 
-CMDS = {"key-led-by": cmd_key_led_by, "probe-write": cmd_probe_write, "http": cmd_http, "roles": cmd_roles, "led-by": cmd_led_by,
+def cmd_lagging_read(a):
+    """With the follower stopped (SIGSTOP), a strong put of KEY goes through the leader;
+    a fast get without and one with min_revision = the put's revision are queued on
+    an open connection to the follower, which is then resumed. The token read must
+    return the new value, served by the follower itself. Prints both replies."""
+    fid, fep, fpid, lep, certs, key = int(a[0]), a[1], int(a[2]), a[3], a[4], a[5]
+    f = wire.Conn(fep, certs)
+    before = f.request(wire.get_msg(1, key, "fast"))
+    if before["status"] != "OK" or before["served_by"] != fid:
+        print("warm-up read from the follower: %s" % json.dumps(before))
+        return 1
+    newval = "after-%d" % int(time.time() * 1000)
+    os.kill(fpid, signal.SIGSTOP)
+    try:
+        lc = wire.Conn(lep, certs)
+        w = lc.request(wire.put_msg(2, key, newval, "strong"))
+        if w["status"] != "OK":
+            print("put while the follower is stopped: %s" % json.dumps(w))
+            return 1
+        rev = w["revision"]
+        f.send_body(wire.pack(wire.get_msg(10, key, "fast", 0)))
+        f.send_body(wire.pack(wire.get_msg(11, key, "fast", rev, timeout_ms=5000)))
+        time.sleep(0.2)
+    finally:
+        os.kill(fpid, signal.SIGCONT)
+    got = {}
+    for _ in range(2):
+        r = f.recv_reply()
+        got[r["req_id"]] = r
+    plain, token = got[10], got[11]
+    print(json.dumps({"put_revision": rev, "new_value": newval, "old_value": before["value"],
+                      "plain_read": plain, "token_read": token}))
+    ok = (token["status"] == "OK" and token["value"] == newval and
+          token["served_by"] == fid and token["revision"] >= rev)
+    return 0 if ok else 1
+
+
+CMDS = {"lagging-read": cmd_lagging_read, "key-led-by": cmd_key_led_by, "probe-write": cmd_probe_write, "http": cmd_http, "roles": cmd_roles, "led-by": cmd_led_by,
         "leaders-agree": cmd_leaders_agree, "metric": cmd_metric, "get": cmd_get,
         "put": cmd_put, "verify": cmd_verify, "hash-converged": cmd_hash_converged}
 
