@@ -74,10 +74,10 @@ LINK_transport := transport codec base
 LINK_replica   := replica raft wal store codec metrics base
 LINK_server    := server replica transport ring raft wal store codec metrics base
 LINK_client    := client ring codec base
-LINK_bench     := bench store wal base
+LINK_bench     := bench client ring store wal codec base
 
 # Binaries under cmd/ and what they link.
-LINK_cmd_trine-bench := bench store wal codec base
+LINK_cmd_trine-bench := bench client ring store wal codec base
 LINK_cmd_trined      := server replica transport ring raft wal store codec metrics base
 LINK_cmd_trine       := client ring codec base
 

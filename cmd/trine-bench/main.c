@@ -15,6 +15,8 @@
 
 #include "base/log.h"
 #include "bench/bench.h"
+#include "bench/cluster.h"
+#include "client/trine.h"
 
 static void usage(FILE *f)
 {
@@ -142,14 +144,152 @@ static int storage_main(int argc, char **argv)
     return 0;
 }
 
+static void cluster_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: trine-bench cluster --workload W [options]\n"
+            "  --endpoints H:P,...   cluster (default $TRINE_ENDPOINTS)\n"
+            "  --cacert F --cert F --key F   TLS (default $TRINE_CACERT, $TRINE_CERT, $TRINE_KEY)\n"
+            "  --workload W          write | read | mixed:R/W | ycsb-a | ycsb-b | ycsb-c\n"
+            "  --consistency C       fast | strong | all (default strong)\n"
+            "  --clients N           client handles (default 16)\n"
+            "  --pipeline N          concurrent calls per client (default 1)\n"
+            "  --keys N              key space (default 100000; read workloads preload it)\n"
+            "  --key-dist D          uniform | zipf (ycsb-* use zipf)\n"
+            "  --value-size B        bytes per value (default 256)\n"
+            "  --seconds S           measured time (default 10)\n"
+            "  --seed N              key/op choice seed (default 1)\n"
+            "  --json                one JSON object instead of a table\n");
+}
+
+static const char *env_or(const char *v, const char *name)
+{
+    return v ? v : getenv(name);
+}
+
+static int cluster_main(int argc, char **argv)
+{
+    struct bench_cluster_opts o;
+    bench_cluster_opts_default(&o);
+    log_set_level(LOG_LEVEL_WARN);
+    const char *eps = NULL, *ca = NULL, *cert = NULL, *key = NULL;
+    static const struct option longopts[] = {{"endpoints", required_argument, 0, 'e'},
+                                             {"cacert", required_argument, 0, 'A'},
+                                             {"cert", required_argument, 0, 'C'},
+                                             {"key", required_argument, 0, 'K'},
+                                             {"workload", required_argument, 0, 'w'},
+                                             {"consistency", required_argument, 0, 'c'},
+                                             {"clients", required_argument, 0, 'n'},
+                                             {"pipeline", required_argument, 0, 'p'},
+                                             {"keys", required_argument, 0, 'k'},
+                                             {"key-dist", required_argument, 0, 'd'},
+                                             {"value-size", required_argument, 0, 'v'},
+                                             {"seconds", required_argument, 0, 's'},
+                                             {"seed", required_argument, 0, 'S'},
+                                             {"json", no_argument, 0, 'j'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
+    int c;
+    unsigned long v;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'e':
+            eps = optarg;
+            break;
+        case 'A':
+            ca = optarg;
+            break;
+        case 'C':
+            cert = optarg;
+            break;
+        case 'K':
+            key = optarg;
+            break;
+        case 'w':
+            o.workload = optarg;
+            break;
+        case 'c': {
+            enum trine_consistency lv;
+            if (trine_consistency_parse(optarg, &lv) != 0) {
+                fprintf(stderr, "trine-bench: --consistency: fast | strong | all\n");
+                return 2;
+            }
+            o.consistency = (int)lv;
+            break;
+        }
+        case 'n':
+            if (parse_uint("--clients", optarg, 4096, &v) || v == 0) return 2;
+            o.clients = (uint32_t)v;
+            break;
+        case 'p':
+            if (parse_uint("--pipeline", optarg, 256, &v) || v == 0) return 2;
+            o.pipeline = (uint32_t)v;
+            break;
+        case 'k':
+            if (parse_uint("--keys", optarg, 100000000, &v) || v == 0) return 2;
+            o.keys = v;
+            break;
+        case 'd':
+            if (strcmp(optarg, "zipf") != 0 && strcmp(optarg, "uniform") != 0) {
+                fprintf(stderr, "trine-bench: --key-dist: uniform | zipf\n");
+                return 2;
+            }
+            o.zipf = strcmp(optarg, "zipf") == 0;
+            break;
+        case 'v':
+            if (parse_uint("--value-size", optarg, 1u << 20, &v)) return 2;
+            o.value_bytes = (uint32_t)v;
+            break;
+        case 's': {
+            char *end;
+            o.seconds = strtod(optarg, &end);
+            if (*end || o.seconds <= 0 || o.seconds > 86400) {
+                fprintf(stderr, "trine-bench: --seconds: '%s' is not in (0, 86400]\n", optarg);
+                return 2;
+            }
+            break;
+        }
+        case 'S':
+            if (parse_uint("--seed", optarg, ~0ul, &v)) return 2;
+            o.seed = v;
+            break;
+        case 'j':
+            o.json = true;
+            break;
+        case 'h':
+            cluster_usage(stdout);
+            return 0;
+        default:
+            cluster_usage(stderr);
+            return 2;
+        }
+    }
+    o.endpoints = env_or(eps, "TRINE_ENDPOINTS");
+    o.ca_file = env_or(ca, "TRINE_CACERT");
+    o.cert_file = env_or(cert, "TRINE_CERT");
+    o.key_file = env_or(key, "TRINE_KEY");
+    if (!o.endpoints || !o.ca_file || !o.cert_file || !o.key_file) {
+        fprintf(stderr, "trine-bench: give --endpoints and the TLS files (or TRINE_ENDPOINTS, "
+                        "TRINE_CACERT, TRINE_CERT, TRINE_KEY)\n");
+        return 2;
+    }
+    struct trine_err err = {0};
+    int rc = bench_cluster_run(&o, &err);
+    if (rc) {
+        fprintf(stderr, "trine-bench: %s: %s\n", status_name(rc), err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "storage") == 0) return storage_main(argc - 1, argv + 1);
-    if (argc >= 2 && strcmp(argv[1], "cluster") == 0) {
-        fprintf(stderr, "trine-bench: the cluster benchmark arrives with the client library\n");
-        return 2;
-    }
-    fprintf(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr,
-            "usage: trine-bench storage --workload W [options]   (trine-bench storage --help)\n");
+    if (argc >= 2 && strcmp(argv[1], "cluster") == 0) return cluster_main(argc - 1, argv + 1);
+    fprintf(
+        argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr,
+        "usage: trine-bench storage|cluster --workload W [options]   (trine-bench storage --help,\n"
+        "       trine-bench cluster --help)\n");
     return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
 }
