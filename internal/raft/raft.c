@@ -31,9 +31,9 @@ void raft_config_default(struct raft_config *cfg, uint64_t id)
     cfg->lease_drift_ms = 100;
     cfg->inflight_max = 16;
     cfg->msg_entries_max = 64;
-    cfg->msg_bytes_max = 256 * 1024;
+    cfg->msg_bytes_max = (uint64_t)256 * 1024;
     cfg->tail_entries = 512;
-    cfg->tail_bytes = 1024 * 1024;
+    cfg->tail_bytes = (uint64_t)1024 * 1024;
     cfg->entry_bytes_max = cfg->tail_bytes / 4;
     cfg->apply_batch_max = 256;
     cfg->msgs_max = 128;

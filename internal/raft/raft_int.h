@@ -29,21 +29,21 @@ enum pr_state { PR_PROBE = 0, PR_REPLICATE, PR_SNAPSHOT };
 
 struct progress {
     uint64_t id;
-    bool voter;
-    uint8_t state;             /* enum pr_state */
-    bool probe_sent;           /* PROBE: one append is out, wait for an answer */
-    bool recent_active;        /* heard from since the last check-quorum round */
     uint64_t match;            /* highest index known to be durable there */
     uint64_t next;             /* next index to send */
     uint64_t commit_sent;      /* highest commit index sent to it */
     uint64_t pending_snapshot; /* SNAPSHOT: index of the snapshot sent */
     uint64_t snapshot_due_ms;  /* SNAPSHOT: give up waiting at this time */
     uint64_t ack_round;        /* highest heartbeat round it acknowledged */
-    bool resend_due;           /* heartbeat showed it behind: poke it with an append */
     /* In-flight appends in REPLICATE: ring of the last index each carried. */
     uint64_t infl[RAFT_INFLIGHT_MAX];
     uint32_t infl_head;
     uint32_t infl_count;
+    uint8_t state; /* enum pr_state */
+    bool voter;
+    bool probe_sent;    /* PROBE: one append is out, wait for an answer */
+    bool recent_active; /* heard from since the last check-quorum round */
+    bool resend_due;    /* heartbeat showed it behind: poke it with an append */
 };
 
 /* ---- log ------------------------------------------------------------------------------- */
@@ -105,10 +105,8 @@ struct raft {
     /* durable */
     uint64_t term;
     uint64_t vote;
-    bool hs_dirty;
 
     /* soft */
-    uint8_t role;
     uint64_t leader;
     uint64_t election_due_ms;
     uint64_t heartbeat_due_ms;
@@ -117,7 +115,6 @@ struct raft {
     uint64_t vote_guard_ms; /* refuse votes before this time (lease reads after restart) */
     uint32_t votes_granted; /* bit per progress slot */
     uint32_t votes_rejected;
-    bool campaign_transfer; /* current campaign comes from RAFT_MSG_TIMEOUT_NOW */
 
     struct raft_log log;
 
@@ -127,42 +124,47 @@ struct raft {
     struct progress prs[RAFT_SERVERS_MAX]; /* one per conf member, same order as conf */
     uint32_t n_prs;
 
+    /* reads: FIFO ring */
+    uint32_t reads_head;
+    uint32_t reads_count;
+    struct read_req *reads;
+    uint64_t round; /* last heartbeat round sent */
+    uint64_t round_time[ROUND_TIMES];
+
     /* leader */
     uint64_t term_start; /* index of this leader's first entry (its no-op) */
     uint64_t transfer_target;
     uint64_t transfer_due_ms;
-    bool transfer_sent;
-    bool lease_off; /* a transfer was started this term: no lease reads */
-
-    /* reads: FIFO ring */
-    struct read_req *reads;
-    uint32_t reads_head;
-    uint32_t reads_count;
-    uint64_t round;    /* last heartbeat round sent */
-    bool round_wanted; /* reads are waiting for a new round */
-    uint64_t round_time[ROUND_TIMES];
 
     /* output */
     struct raft_msg *out;
-    uint32_t n_out;
     struct raft_read *reads_out;
+    uint32_t n_out;
     uint32_t n_reads_out;
     uint32_t reads_out_cap;
     struct raft_snapshot_meta snap_send; /* meta carried by RAFT_MSG_SNAPSHOT this update */
-    bool snap_send_valid;
     struct raft_snapshot_meta snap_install;
-    bool snap_install_pending;
     uint64_t rollback_from;
     uint64_t rollback_to;
-    bool rollback_exact;
     uint64_t leader_durable; /* last value reported */
     uint64_t leader_durable_new;
-    uint8_t soft_role; /* last reported soft state */
-    uint64_t soft_leader;
+    uint64_t soft_leader; /* last reported soft state */
     uint64_t soft_term;
     uint64_t soft_commit;
 
     struct trine_err err;
+
+    /* flags, together to keep the struct dense */
+    uint8_t role;
+    uint8_t soft_role;
+    bool hs_dirty;
+    bool campaign_transfer; /* current campaign comes from RAFT_MSG_TIMEOUT_NOW */
+    bool transfer_sent;
+    bool lease_off;    /* a transfer was started this term: no lease reads */
+    bool round_wanted; /* reads are waiting for a new round */
+    bool snap_send_valid;
+    bool snap_install_pending;
+    bool rollback_exact;
 };
 
 /* ---- raft.c ---------------------------------------------------------------------------- */
