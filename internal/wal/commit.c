@@ -124,6 +124,16 @@ static int wal_batch_write(struct wal *w, struct wal_batch *b)
             wal_fail(w, msg);
             return rc;
         }
+        /* The old active segment may be fully released already: look again
+         * after this batch, even if no wal_release comes. */
+        pthread_mutex_lock(&w->idx_mu);
+        bool possible = wal_compact_possible(w);
+        pthread_mutex_unlock(&w->idx_mu);
+        if (possible) {
+            pthread_mutex_lock(&w->mu);
+            w->compact_wanted = true;
+            pthread_mutex_unlock(&w->mu);
+        }
     }
 
     uint32_t batch = wal_batch_next(w->batch_no);

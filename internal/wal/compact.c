@@ -3,7 +3,9 @@
  *
  * A segment may go when it is not the active one and, for every partition with
  * ENTRY records in it, each of those entries is released (index <= the
- * partition's wal_release mark) or dead (discarded by a later cut). TRUNCATE
+ * partition's wal_release mark), dead (discarded by a later cut: the index keeps
+ * an upper bound of the highest live entry per segment, lowered by every cut)
+ * or written before wal_forget. TRUNCATE
  * records never hold a segment: with only the oldest segments deleted, every
  * entry a deleted TRUNCATE discarded was in an even older, already deleted
  * segment. The latest HARDSTATE and SNAPSHOT of each partition must survive:
@@ -33,10 +35,11 @@ static bool wal_seg_released(struct wal *w, const struct wal_seg *s)
         const struct wal_segpart *sp = &s->parts[i];
         const struct wal_part *p = wal_part_find(&w->idx, sp->partition);
         if (p == NULL) return false; /* cannot happen: noting an entry creates its part */
-        if (sp->entry_max <= p->released) continue;
-        /* Entries >= the smallest later cut are dead. */
-        uint64_t cut = wal_part_cut_after(p, s->seq, sp->last_off);
-        if (cut <= sp->entry_min || cut <= p->released + 1) continue;
+        /* live_max bounds every live entry here; dead ones are not needed. */
+        if (sp->live_max <= p->released) continue;
+        /* Written before wal_forget: an earlier incarnation of the partition. */
+        if (s->seq < p->forget_seq || (s->seq == p->forget_seq && sp->last_off < p->forget_off))
+            continue;
         return false;
     }
     return true;
@@ -63,7 +66,7 @@ size_t wal_compact_plan(struct wal *w, struct wal_req **reappend)
     for (uint32_t i = 0; i < x->nparts; i++)
         for (int k = 0; k < 2; k++) {
             const struct wal_keep *kp = &x->parts[i].keep[k];
-            if (kp->present && !x->parts[i].forgotten && kp->seq <= upto) {
+            if (kp->present && kp->seq <= upto) {
                 count++;
                 bytes += wal_rec_bytes((uint32_t)kp->payload.len);
             }
@@ -80,7 +83,7 @@ size_t wal_compact_plan(struct wal *w, struct wal_req **reappend)
     for (uint32_t i = 0; i < x->nparts; i++)
         for (int k = 0; k < 2; k++) {
             const struct wal_keep *kp = &x->parts[i].keep[k];
-            if (!kp->present || x->parts[i].forgotten || kp->seq > upto) continue;
+            if (!kp->present || kp->seq > upto) continue;
             struct wal_record rec = {.partition = x->parts[i].partition,
                                      .type = k ? WAL_SNAPSHOT : WAL_HARDSTATE,
                                      .term = kp->term,

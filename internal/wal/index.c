@@ -2,9 +2,11 @@
  * index.c - the in-memory index over durable records, rebuilt by recovery and
  * extended by the sync thread after every fdatasync.
  *
- * Per segment and partition (struct wal_segpart): min/max ENTRY index, offsets
- * of the first and last ENTRY and a sparse mark (index, offset) every
- * WAL_MARK_EVERY entries, so wal_read starts near its range. Per partition
+ * Per segment and partition (struct wal_segpart): min/max ENTRY index, an
+ * upper bound of the highest live entry (for compaction: a cut at c lowers it
+ * to c - 1 in every segment), offsets of the first and last ENTRY and a sparse
+ * mark (index, offset) every WAL_MARK_EVERY entries, so wal_read starts near
+ * its range. Per partition
  * (struct wal_part): the highest live index, the release mark, the latest
  * HARDSTATE and SNAPSHOT (with a payload copy, to re-append them) and the
  * "cuts".
@@ -240,6 +242,19 @@ uint64_t wal_part_cut_after(const struct wal_part *p, uint64_t seq, uint64_t off
     return lo < p->ncuts ? p->cut_min[lo] : UINT64_MAX;
 }
 
+/* A cut at index c kills the partition's entries >= c everywhere before it. */
+static void wal_index_cut(struct wal_index *x, uint32_t partition, uint64_t c)
+{
+    for (size_t i = 0; i < x->nsegs; i++) {
+        struct wal_segpart *sp = wal_segpart_find(x->segs[i], partition);
+        if (sp == NULL || sp->entries == 0) continue;
+        if (c <= sp->entry_min)
+            sp->live_max = 0;
+        else if (c - 1 < sp->live_max)
+            sp->live_max = c - 1;
+    }
+}
+
 int wal_index_note(struct wal_index *x, struct wal_seg *s, uint64_t off, const struct wal_rechdr *h,
                    const uint8_t *payload)
 {
@@ -247,9 +262,10 @@ int wal_index_note(struct wal_index *x, struct wal_seg *s, uint64_t off, const s
     if (p == NULL) return -TRINE_ENOMEM;
     switch (h->type) {
     case WAL_ENTRY: {
-        if (p->last_index != 0 && h->index <= p->last_index &&
-            wal_part_add_cut(p, s->seq, off, h->index) < 0)
-            return -TRINE_ENOMEM;
+        if (p->last_index != 0 && h->index <= p->last_index) {
+            if (wal_part_add_cut(p, s->seq, off, h->index) < 0) return -TRINE_ENOMEM;
+            wal_index_cut(x, h->partition, h->index);
+        }
         p->last_index = h->index;
         struct wal_segpart *sp = wal_segpart_get(s, h->partition);
         if (sp == NULL) return -TRINE_ENOMEM;
@@ -260,6 +276,7 @@ int wal_index_note(struct wal_index *x, struct wal_seg *s, uint64_t off, const s
         if (h->index < sp->entry_min) sp->entry_min = h->index;
         if (h->index > sp->entry_max) sp->entry_max = h->index;
         sp->last_off = off;
+        sp->live_max = h->index; /* the newest entry is the highest live one */
         if (sp->entries % WAL_MARK_EVERY == 0) {
             if (wal_grow((void **)&sp->marks, &sp->cap_marks, sp->nmarks + 1, sizeof(*sp->marks)) <
                 0)
@@ -271,6 +288,7 @@ int wal_index_note(struct wal_index *x, struct wal_seg *s, uint64_t off, const s
     }
     case WAL_TRUNCATE:
         if (wal_part_add_cut(p, s->seq, off, h->index) < 0) return -TRINE_ENOMEM;
+        wal_index_cut(x, h->partition, h->index);
         if (h->index <= p->last_index) p->last_index = h->index ? h->index - 1 : 0;
         return 0;
     case WAL_HARDSTATE:

@@ -205,9 +205,12 @@ void wal_forget(struct wal *w, uint32_t partition)
     pthread_mutex_lock(&w->idx_mu);
     struct wal_part *p = wal_part_get(&w->idx, partition);
     bool possible = false;
-    if (p != NULL) {
-        p->released = UINT64_MAX;
-        p->forgotten = true;
+    if (p != NULL && w->idx.nsegs > 0) {
+        /* Everything indexed so far belongs to the old incarnation; a batch in
+         * flight counts as new, which only keeps data longer. */
+        struct wal_seg *last = w->idx.segs[w->idx.nsegs - 1];
+        p->forget_seq = last->seq;
+        p->forget_off = last->size;
         p->keep[0].present = p->keep[1].present = false;
         possible = wal_compact_possible(w);
     }

@@ -143,7 +143,9 @@ int wal_append(struct wal *w, const struct wal_record *recs, size_t n);
 int wal_submit(struct wal *w, const struct wal_record *recs, size_t n, wal_done_fn cb, void *ctx);
 
 /* Returns after everything submitted before it is durable and any compaction
- * requested before it (wal_release) is done. Not from a WAL callback. */
+ * requested before it (wal_release) is done. (Re-appending for a compaction can
+ * roll the log and make the old active segment deletable: the next flush
+ * deletes it.) Not from a WAL callback. */
 int wal_flush(struct wal *w);
 
 /* Calls fn for each live ENTRY of partition with lo <= index <= hi, in index
@@ -160,8 +162,9 @@ int wal_read(struct wal *w, uint32_t partition, uint64_t lo, uint64_t hi, wal_re
  * released until the caller says so again. */
 void wal_release(struct wal *w, uint32_t partition, uint64_t index);
 
-/* The node no longer hosts partition: release all its entries and stop keeping
- * its HARDSTATE/SNAPSHOT alive. */
+/* The node no longer hosts partition: every record of it indexed so far counts
+ * as released and its latest HARDSTATE/SNAPSHOT are no longer kept alive. If
+ * the partition is hosted again later, its new records are handled as usual. */
 void wal_forget(struct wal *w, uint32_t partition);
 
 void wal_stats(struct wal *w, struct wal_stats *out);

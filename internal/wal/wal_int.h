@@ -109,7 +109,8 @@ struct wal_mark {
 struct wal_segpart { /* one partition's ENTRY records in one segment */
     uint32_t partition;
     uint32_t entries;
-    uint64_t entry_min, entry_max;
+    uint64_t entry_min, entry_max; /* over all ENTRY records, dead ones too */
+    uint64_t live_max;             /* >= the highest live entry here (0: none) */
     uint64_t first_off, last_off;
     struct wal_mark *marks; /* every WAL_MARK_EVERY-th entry, in log order */
     uint32_t nmarks, cap_marks;
@@ -138,11 +139,11 @@ struct wal_keep { /* the latest HARDSTATE or SNAPSHOT of a partition */
 
 struct wal_part {
     uint32_t partition;
-    uint64_t last_index; /* highest live entry, 0 = none */
-    uint64_t released;   /* entries <= released are not needed */
-    bool forgotten;
-    struct wal_cut *cuts; /* log order */
-    uint64_t *cut_min;    /* cut_min[i] = min index of cuts[i..] */
+    uint64_t last_index;             /* highest live entry, 0 = none */
+    uint64_t released;               /* entries <= released are not needed */
+    uint64_t forget_seq, forget_off; /* entries before this position: forgotten (0: never) */
+    struct wal_cut *cuts;            /* log order */
+    uint64_t *cut_min;               /* cut_min[i] = min index of cuts[i..] */
     uint32_t ncuts, cap_cuts;
     struct wal_keep keep[2]; /* [0] HARDSTATE, [1] SNAPSHOT */
 };

@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,6 +187,35 @@ static void check_reads(struct wal *w, const struct coll *live, struct rng *rng,
     }
 }
 
+/* Copies the ENTRY records of c (and the TRUNCATE ones if truncates) into out. */
+static void coll_filter(const struct coll *c, struct coll *out, bool truncates)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        const struct rec *r = &c->v[i];
+        if (r->type != WAL_ENTRY && !(truncates && r->type == WAL_TRUNCATE)) continue;
+        struct wal_record wr = {r->partition, r->type, r->term, r->index, r->payload, r->len};
+        coll_push(out, &wr);
+    }
+}
+
+/* The last HARDSTATE of each partition in got equals the last one in want. */
+static void assert_latest_hardstates(const struct coll *got, const struct coll *want,
+                                     uint32_t parts)
+{
+    for (uint32_t p = 0; p < parts; p++) {
+        const struct rec *want_hs = NULL, *got_hs = NULL;
+        for (size_t i = 0; i < want->n; i++)
+            if (want->v[i].partition == p && want->v[i].type == WAL_HARDSTATE)
+                want_hs = &want->v[i];
+        for (size_t i = 0; i < got->n; i++)
+            if (got->v[i].partition == p && got->v[i].type == WAL_HARDSTATE) got_hs = &got->v[i];
+        if (want_hs != NULL) {
+            assert_non_null(got_hs);
+            assert_rec_eq(got_hs, want_hs);
+        }
+    }
+}
+
 /* ---- tests ---- */
 
 static void test_roundtrip_segments_partitions(void **state)
@@ -240,34 +270,109 @@ static void test_roundtrip_segments_partitions(void **state)
     struct wal_stats st;
     wal_stats(w, &st);
     assert_true(st.segments >= 10);
-    assert_int_equal(st.records, all.n);
+    /* Segments holding only dead entries may already be gone (with their
+     * HARDSTATEs re-appended): nothing was released, but nothing there is live. */
+    assert_int_equal(st.records, all.n + st.reappended);
     assert_int_equal(st.appends, 700);
     wal_close(w);
 
-    /* Reopen: LIVE replay drops exactly the cut entries; ALL gives everything. */
-    struct coll got = {0};
+    /* Reopen: LIVE replay gives exactly the live entries, in order. */
+    struct coll got = {0}, a = {0}, b = {0};
     struct wal_recovery rep;
     w = open_ok(&o, &got, &rep);
-    assert_int_equal(rep.records, all.n);
     assert_int_equal(rep.torn_bytes, 0);
     assert_false(rep.corrupt);
-    assert_coll_eq(&got, &live);
+    coll_filter(&got, &a, false);
+    coll_filter(&live, &b, false);
+    assert_coll_eq(&a, &b);
+    assert_latest_hardstates(&got, &live, PARTS);
     check_reads(w, &live, &rng, PARTS);
     wal_close(w);
     coll_free(&got);
+    coll_free(&a);
+    coll_free(&b);
 
+    /* ALL replay: the ENTRY/TRUNCATE records are what was written minus whole
+     * deleted segments (a subsequence), and include every live entry. */
     o.replay = WAL_REPLAY_ALL;
-    w = open_ok(&o, &got, NULL);
-    assert_coll_eq(&got, &all);
+    w = open_ok(&o, &got, &rep);
+    assert_int_equal(rep.records, got.n);
+    coll_filter(&got, &a, true);
+    coll_filter(&all, &b, true);
+    size_t j = 0, live_seen = 0;
+    for (size_t i = 0; i < a.n; i++) {
+        while (j < b.n && !(a.v[i].partition == b.v[j].partition && a.v[i].type == b.v[j].type &&
+                            a.v[i].index == b.v[j].index && a.v[i].term == b.v[j].term))
+            j++;
+        assert_true(j < b.n);
+        assert_rec_eq(&a.v[i], &b.v[j++]);
+    }
+    for (size_t i = 0; i < live.n; i++)
+        live_seen += live.v[i].type == WAL_ENTRY;
+    size_t got_entries = 0;
+    for (size_t i = 0; i < a.n; i++)
+        got_entries += a.v[i].type == WAL_ENTRY;
+    assert_true(got_entries >= live_seen);
+    coll_free(&a);
+    coll_free(&b);
     /* Appending after reopen continues the chain. */
     append_entry(w, 0, last[0] + 1, term[0], 10);
     wal_close(w);
+    size_t before = got.n;
     coll_free(&got);
     w = open_ok(&o, &got, NULL);
-    assert_int_equal(got.n, all.n + 1);
+    assert_int_equal(got.n, before + 1);
+    coll_free(&got);
+
+    /* Random releases: compaction removes segments, but every live entry above
+     * its partition's release mark and the latest HARDSTATE stay. */
+    uint64_t rel[PARTS];
+    for (uint32_t p = 0; p < PARTS; p++) {
+        rel[p] = last[p] - rng_below(&rng, last[p] < 30 ? last[p] + 1 : 30);
+        wal_release(w, p, rel[p]);
+    }
+    assert_int_equal(wal_flush(w), 0);
+    struct wal_stats st2;
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t p = 0; p < PARTS; p++) {
+            struct coll want = {0};
+            for (size_t i = 0; i < live.n; i++) {
+                const struct rec *r = &live.v[i];
+                if (r->partition != p || r->type != WAL_ENTRY || r->index <= rel[p]) continue;
+                struct wal_record wr = {r->partition, r->type,    r->term,
+                                        r->index,     r->payload, r->len};
+                coll_push(&want, &wr);
+            }
+            if (p == 0 && rel[0] <= last[0]) { /* the entry appended after reopen */
+                uint8_t pl[10];
+                fill(pl, 10, 0 * 1000003ull + (last[0] + 1) * 31 + term[0]);
+                struct wal_record wr = {0, WAL_ENTRY, term[0], last[0] + 1, pl, 10};
+                coll_push(&want, &wr);
+            }
+            assert_int_equal(wal_read(w, p, rel[p] + 1, UINT64_MAX, coll_cb, &got, NULL), 0);
+            assert_coll_eq(&got, &want);
+            coll_free(&got);
+            coll_free(&want);
+        }
+        wal_close(w);
+        w = open_ok(&o, &got, NULL); /* the second pass checks the same after a reopen */
+        assert_latest_hardstates(&got, &live, PARTS);
+        coll_free(&got);
+    }
+    /* Everything released: only the active segment is left, with the latest
+     * HARDSTATEs re-appended into it. */
+    for (uint32_t p = 0; p < PARTS; p++)
+        wal_release(w, p, last[p] + 1);
+    assert_int_equal(wal_flush(w), 0);
+    assert_int_equal(wal_flush(w), 0); /* the re-append may have rolled: one more round */
+    wal_stats(w, &st2);
+    assert_int_equal(st2.segments, 1);
+    wal_close(w);
+    w = open_ok(&o, &got, NULL);
+    assert_latest_hardstates(&got, &live, PARTS);
+    coll_free(&got);
     wal_close(w);
 
-    coll_free(&got);
     coll_free(&all);
     coll_free(&live);
     tu_rm_rf(dir);
@@ -396,6 +501,7 @@ static void test_compaction(void **state)
     /* Everything released: all but the active segment go. */
     wal_release(w, 1, 60);
     assert_int_equal(wal_flush(w), 0);
+    assert_int_equal(wal_flush(w), 0); /* a re-append may roll: one more round */
     assert_int_equal(count_segments(dir, &oldest), 1);
     wal_close(w);
 
@@ -422,6 +528,146 @@ static void test_compaction(void **state)
     assert_true(entries < 20);
     coll_free(&got);
     wal_close(w);
+    tu_rm_rf(dir);
+}
+
+static void test_forget_and_roll_compaction(void **state)
+{
+    (void)state;
+    const char *dir = tu_mkdtemp("wal-forget");
+    struct wal_options o;
+    opts_init(&o, dir);
+    o.segment_bytes = 1024;
+    o.sync_off = true;
+    struct wal *w = open_ok(&o, NULL, NULL);
+    uint64_t oldest;
+
+    /* Segment 1 holds only p7 entries 1..7 (40 + 7 * 140 = 1020 bytes). Releasing
+     * them while segment 1 is still the active one deletes nothing... */
+    for (uint64_t i = 1; i <= 7; i++)
+        append_entry(w, 7, i, 1, 100);
+    wal_release(w, 7, 7);
+    assert_int_equal(wal_flush(w), 0);
+    assert_int_equal(count_segments(dir, &oldest), 1);
+    /* ...but the roll to segment 2 makes it deletable without another release. */
+    append_entry(w, 8, 1, 1, 100);
+    assert_int_equal(wal_flush(w), 0);
+    assert_int_equal(count_segments(dir, &oldest), 1);
+    assert_int_equal(oldest, 2);
+
+    /* p5 is moved away from this node: forgetting it frees its segments and its
+     * HARDSTATE is not kept alive. */
+    struct wal_record hs = {5, WAL_HARDSTATE, 9, 0, "v5", 2};
+    assert_int_equal(wal_append(w, &hs, 1), 0);
+    for (uint64_t i = 1; i <= 20; i++)
+        append_entry(w, 5, i, 9, 100);
+    wal_release(w, 8, 1);
+    assert_int_equal(wal_flush(w), 0);
+    assert_true(count_segments(dir, &oldest) >= 3);
+    wal_forget(w, 5);
+    assert_int_equal(wal_flush(w), 0);
+    assert_int_equal(wal_flush(w), 0); /* a re-append may roll: one more round */
+    assert_int_equal(count_segments(dir, &oldest), 1);
+    struct wal_stats st;
+    wal_stats(w, &st);
+    assert_int_equal(st.reappended, 0);
+
+    /* Hosted again: its new entries are kept until released. */
+    for (uint64_t i = 1; i <= 3; i++)
+        append_entry(w, 5, i, 10, 100);
+    for (uint64_t i = 2; i <= 30; i++)
+        append_entry(w, 8, i, 1, 100);
+    wal_release(w, 8, 30);
+    assert_int_equal(wal_flush(w), 0);
+    int nseg = count_segments(dir, &oldest);
+    assert_true(nseg >= 3);
+    struct coll got = {0};
+    assert_int_equal(wal_read(w, 5, 1, 3, coll_cb, &got, NULL), 0);
+    assert_int_equal(got.n, 3);
+    assert_int_equal(got.v[0].term, 10);
+    coll_free(&got);
+    wal_release(w, 5, 3);
+    assert_int_equal(wal_flush(w), 0);
+    assert_int_equal(wal_flush(w), 0); /* a re-append may roll: one more round */
+    assert_int_equal(count_segments(dir, &oldest), 1);
+    wal_close(w);
+
+    /* Replay: p5's old HARDSTATE is gone with its segment. */
+    o.replay = WAL_REPLAY_ALL;
+    w = open_ok(&o, &got, NULL);
+    for (size_t i = 0; i < got.n; i++)
+        assert_false(got.v[i].partition == 5 && got.v[i].type == WAL_HARDSTATE);
+    coll_free(&got);
+    wal_close(w);
+    tu_rm_rf(dir);
+}
+
+struct rdc {
+    struct wal *w;
+    _Atomic uint64_t last;
+    _Atomic int done;
+    uint64_t reads, full;
+};
+
+static int rdc_check(void *ctx, const struct wal_record *r)
+{
+    struct coll *c = ctx;
+    uint8_t buf[100];
+    fill(buf, sizeof(buf), 1 * 1000003ull + r->index * 31 + 1);
+    if (r->len != sizeof(buf) || memcmp(buf, r->payload, sizeof(buf)) != 0) abort();
+    coll_push(c, r);
+    return 0;
+}
+
+static void *rdc_reader(void *arg)
+{
+    struct rdc *x = arg;
+    while (!x->done) {
+        uint64_t last = x->last;
+        if (last < 2) continue;
+        uint64_t lo = last > 40 ? last - 40 : 1;
+        struct coll got = {0};
+        struct trine_err err = {0};
+        if (wal_read(x->w, 1, lo, last, rdc_check, &got, &err) != 0) abort();
+        /* The writer may have released and deleted a prefix since: what comes
+         * back is a contiguous run ending at last. */
+        for (size_t i = 0; i < got.n; i++)
+            if (got.v[i].index != last - (got.n - 1 - i)) abort();
+        if (got.n == last - lo + 1) x->full++;
+        coll_free(&got);
+        x->reads++;
+    }
+    return NULL;
+}
+
+static void test_read_during_compaction(void **state)
+{
+    (void)state;
+    const char *dir = tu_mkdtemp("wal-rdc");
+    struct wal_options o;
+    opts_init(&o, dir);
+    o.segment_bytes = 4096;
+    o.sync_off = true;
+    struct rdc x = {0};
+    x.w = open_ok(&o, NULL, NULL);
+    pthread_t th[2];
+    struct rdc *xp = &x;
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, rdc_reader, xp);
+    for (uint64_t i = 1; i <= 1500; i++) {
+        append_entry(x.w, 1, i, 1, 100);
+        x.last = i;
+        if (i % 50 == 0) wal_release(x.w, 1, i - 50);
+    }
+    x.done = 1;
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    struct wal_stats st;
+    wal_stats(x.w, &st);
+    assert_true(st.segments_deleted > 30);
+    assert_true(x.reads > 0);
+    assert_true(x.full > 0);
+    wal_close(x.w);
     tu_rm_rf(dir);
 }
 
@@ -709,7 +955,7 @@ static void test_kill9_group_commit(void **state)
         }
         close(fds[1]);
         size_t n = 0;
-        uint64_t until = clock_mono_ns() + (20 + rng_below(&rng, 160)) * 1000000ull;
+        uint64_t until = clock_mono_ns() + (30 + rng_below(&rng, 250)) * 1000000ull;
         while (clock_mono_ns() < until) {
             struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
             if (poll(&pfd, 1, 5) > 0) n = k9_read(fds[0], acked, n, cap);
@@ -1092,10 +1338,10 @@ static void check_io_failure(bool on_write)
     assert_int_equal(stops, 1);
     assert_int_equal(wal_append(w, &r, 1), -TRINE_EFSYNC); /* the log stays stopped */
     assert_int_equal(wal_flush(w), -TRINE_EFSYNC);
+    wal_close(w); /* joins the sync thread: every callback has run */
     assert_int_equal(c.done, 2);
     assert_int_equal(c.failed, 1); /* the first batch was durable, the second not */
     assert_true(fsfault_fsyncs(ff) >= fsyncs + (on_write ? 1 : 2));
-    wal_close(w);
     fsfault_free(ff);
     tu_rm_rf(dir);
 }
@@ -1161,6 +1407,8 @@ int main(void)
         cmocka_unit_test(test_roundtrip_segments_partitions),
         cmocka_unit_test(test_truncate_semantics),
         cmocka_unit_test(test_compaction),
+        cmocka_unit_test(test_forget_and_roll_compaction),
+        cmocka_unit_test(test_read_during_compaction),
         cmocka_unit_test(test_async_submit),
         cmocka_unit_test(test_submit_busy),
         cmocka_unit_test(test_group_commit),
