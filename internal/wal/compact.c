@@ -111,8 +111,8 @@ static size_t wal_compact_delete_some(struct wal *w, size_t n, size_t *deleted, 
     /* The plan still holds: releases only grow, cuts only add, and the keeps
      * it re-appended now live in the active segment. */
     if (n >= x->nsegs) n = x->nsegs - 1;
-    memcpy(gone, x->segs, n * sizeof(*gone));
-    memmove(x->segs, x->segs + n, (x->nsegs - n) * sizeof(*x->segs));
+    memcpy(gone, x->segs, n * sizeof(struct wal_seg *));
+    memmove(x->segs, x->segs + n, (x->nsegs - n) * sizeof(struct wal_seg *));
     x->nsegs -= n;
     if (n > 0) wal_index_prune(x, gone[n - 1]->seq);
     pthread_mutex_unlock(&w->idx_mu);

@@ -130,7 +130,7 @@ int wal_index_push_seg(struct wal_index *x, struct wal_seg *s)
 {
     if (x->nsegs == x->cap_segs) {
         size_t ncap = x->cap_segs ? x->cap_segs * 2 : 8;
-        void *p = realloc(x->segs, ncap * sizeof(*x->segs));
+        void *p = realloc(x->segs, ncap * sizeof(struct wal_seg *));
         if (p == NULL) return -TRINE_ENOMEM;
         x->segs = p;
         x->cap_segs = ncap;
@@ -150,7 +150,7 @@ static struct wal_segpart *wal_segpart_get(struct wal_seg *s, uint32_t partition
     struct wal_segpart *sp = wal_segpart_find(s, partition);
     if (sp != NULL) return sp;
     if (wal_grow((void **)&s->parts, &s->cap_parts, s->nparts + 1, sizeof(*s->parts)) < 0 ||
-        wal_u32map_put(&s->map, partition, s->nparts) < 0)
+        s->parts == NULL || wal_u32map_put(&s->map, partition, s->nparts) < 0)
         return NULL;
     sp = &s->parts[s->nparts++];
     memset(sp, 0, sizeof(*sp));
@@ -193,7 +193,7 @@ struct wal_part *wal_part_get(struct wal_index *x, uint32_t partition)
     struct wal_part *p = wal_part_find(x, partition);
     if (p != NULL) return p;
     if (wal_grow((void **)&x->parts, &x->cap_parts, x->nparts + 1, sizeof(*x->parts)) < 0 ||
-        wal_u32map_put(&x->pmap, partition, x->nparts) < 0)
+        x->parts == NULL || wal_u32map_put(&x->pmap, partition, x->nparts) < 0)
         return NULL;
     p = &x->parts[x->nparts++];
     memset(p, 0, sizeof(*p));

@@ -50,11 +50,10 @@ void wal_fail(struct wal *w, const char *msg)
 
 void wal_req_complete(struct wal_req *r, int status)
 {
-    if (r->done != NULL) {
+    if (r->blocking) {
         /* The waiter owns r (on its stack): nothing may touch r after the post. */
-        sem_t *done = r->done;
-        *r->status = status;
-        sem_post(done);
+        r->status = status;
+        sem_post(&r->done);
         return;
     }
     if (r->cb != NULL) r->cb(r->ctx, status);
@@ -124,18 +123,15 @@ static int wal_enqueue(struct wal *w, struct wal_req *r, bool blocking)
 
 static int wal_wait(struct wal *w, struct wal_req *r)
 {
-    sem_t done;
-    int status = 0;
-    sem_init(&done, 0, 0);
-    r->done = &done;
-    r->status = &status;
+    r->blocking = true;
+    sem_init(&r->done, 0, 0);
     int rc = wal_enqueue(w, r, true);
     if (rc == 0) {
-        while (sem_wait(&done) != 0)
+        while (sem_wait(&r->done) != 0)
             TRINE_ASSERT(errno == EINTR);
-        rc = status;
+        rc = r->status;
     }
-    sem_destroy(&done);
+    sem_destroy(&r->done);
     return rc;
 }
 
@@ -255,7 +251,7 @@ static uint32_t wal_new_salt(void)
 int wal_open(const struct wal_options *opts, struct wal **out, struct wal_recovery *report,
              struct trine_err *err)
 {
-    struct wal_recovery scratch;
+    struct wal_recovery scratch = {0};
     struct wal_recovery *rep = report ? report : &scratch;
     memset(rep, 0, sizeof(*rep));
     *out = NULL;

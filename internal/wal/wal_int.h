@@ -191,8 +191,9 @@ struct wal_req {
     uint32_t nrecs;
     wal_done_fn cb; /* async completion, or */
     void *ctx;
-    sem_t *done; /* blocking completion: *status set, then posted */
-    int *status;
+    bool blocking; /* the caller waits on done (r lives on its stack) */
+    sem_t done;    /* blocking completion: status set, then posted */
+    int status;
 };
 
 struct wal {

@@ -160,6 +160,7 @@ static ssize_t ff_pwritev(void *ctx, int fd, const struct iovec *iov, int iovcnt
         struct ff_file *file = ff_of_fd(f, fd);
         if (rc > 0 && file != NULL) {
             struct ff_op *o = malloc(sizeof(*o) + (size_t)rc);
+            if (o == NULL) abort(); /* test code: out of memory is fatal */
             *o = (struct ff_op){.off = off, .len = (size_t)rc};
             size_t got = 0;
             for (int i = 0; i < iovcnt && got < (size_t)rc; i++) {
@@ -222,6 +223,7 @@ static int ff_ftruncate(void *ctx, int fd, uint64_t len)
     struct ff_file *file = ff_of_fd(f, fd);
     if (rc == 0 && file != NULL) {
         struct ff_op *o = malloc(sizeof(*o));
+        if (o == NULL) abort();
         *o = (struct ff_op){.truncate = true, .off = len};
         if (file->ops_tail)
             file->ops_tail->next = o;
