@@ -261,6 +261,9 @@ int wal_open(const struct wal_options *opts, struct wal **out, struct wal_recove
         return err_set(err, -TRINE_EINVALID, "wal_open: directory path too long");
     if (opts->segment_bytes != 0 && opts->segment_bytes < WAL_SEGMENT_MIN)
         return err_set(err, -TRINE_EINVALID, "wal_open: segment_bytes below %d", WAL_SEGMENT_MIN);
+    if (opts->payload_bytes_max > WAL_PAYLOAD_FORMAT_MAX) /* recovery would reject them */
+        return err_set(err, -TRINE_EINVALID, "wal_open: payload_bytes_max above %u",
+                       WAL_PAYLOAD_FORMAT_MAX);
 
     struct wal *w = calloc(1, sizeof(*w));
     if (w == NULL) return err_set(err, -TRINE_ENOMEM, "wal_open: out of memory");
