@@ -12,6 +12,13 @@
  * when its index comes round again means FWD_SLOTS forwards are in flight and
  * the new one is refused with BUSY. Active slots are also on a list checked
  * for deadlines by the timer.
+ *
+ * Only peers that are up are sent to (route.c checks before fwd_send, and a
+ * hint naming a down node is not followed): the transport would queue the frame
+ * until the peer comes back, long after the client gave up, and a write applied
+ * then would surprise everyone. When a peer goes down, its forwards are answered
+ * at once (TIMEOUT, outcome unknown) instead of at their deadline, so the client
+ * retries at the partition's new primary while the request still has time.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -116,7 +123,7 @@ void fwd_reply(struct server *s, uint32_t from, const struct codec_msg *reply)
     uint32_t hint = (uint32_t)h->leader_hint.node_id;
     if (hint && f->partition < ring_partitions(s->ring)) s->leader_cache[f->partition] = hint;
     if (-(int)h->status == -TRINE_ENOT_LEADER && hint && hint != from &&
-        f->attempts < FWD_ATTEMPTS) {
+        f->attempts < FWD_ATTEMPTS && transport_peer_is_up(s->t, hint)) {
         f->target = hint;
         f->attempts++;
         metric_inc(s->m.forward_retries);
@@ -128,22 +135,36 @@ void fwd_reply(struct server *s, uint32_t from, const struct codec_msg *reply)
     op->done(op, &m);
 }
 
+/* Answers a forward that will get no reply: TIMEOUT, since the request may have
+ * reached the target (a write's outcome is unknown; the client's retry carries the
+ * same client_id/seq, so it is applied at most once). */
+static void fwd_fail(struct server *s, struct fwd *f, const char *why)
+{
+    struct op *op = f->op;
+    uint32_t target = f->target;
+    fwd_release(s, f);
+    struct codec_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = route_reply_type(op->type);
+    struct codec_rep_header *h = msg_rep_header(&m);
+    char msg[160];
+    snprintf(msg, sizeof(msg), "forwarded to node %u, %s: outcome unknown", target, why);
+    op_fill_header(op, h, -TRINE_ETIMEOUT, msg);
+    op->done(op, &m);
+}
+
 void fwd_expire(struct server *s, uint64_t now_ns)
 {
     for (struct fwd *f = s->fwd_active, *next; f; f = next) {
         next = f->next;
-        if (f->deadline_ns > now_ns) continue;
-        struct op *op = f->op;
-        uint32_t target = f->target;
-        fwd_release(s, f);
-        struct codec_msg m;
-        memset(&m, 0, sizeof(m));
-        m.type = route_reply_type(op->type);
-        struct codec_rep_header *h = msg_rep_header(&m);
-        char msg[128];
-        snprintf(msg, sizeof(msg), "forwarded to node %u, no answer in time: outcome unknown",
-                 target);
-        op_fill_header(op, h, -TRINE_ETIMEOUT, msg);
-        op->done(op, &m);
+        if (f->deadline_ns <= now_ns) fwd_fail(s, f, "no answer in time");
+    }
+}
+
+void fwd_peer_down(struct server *s, uint32_t peer)
+{
+    for (struct fwd *f = s->fwd_active, *next; f; f = next) {
+        next = f->next;
+        if (f->target == peer) fwd_fail(s, f, "which went down before answering");
     }
 }

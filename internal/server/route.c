@@ -279,6 +279,15 @@ static void route_forward(struct server *s, struct op *op, uint32_t target, uint
         op_reply_status(op, -TRINE_ENOT_LEADER, "this node does not lead the partition", target);
         return;
     }
+    if (!transport_peer_is_up(s->t, target)) {
+        /* Its frames would wait in the transport until it is back (forward.c). Nothing
+         * was sent: the client backs off and retries, by then at a new primary. */
+        char msg[128];
+        snprintf(msg, sizeof(msg), "node %u, the primary of partition %u as last known, is down",
+                 target, p);
+        op_reply_status(op, -TRINE_EUNAVAILABLE, msg, 0);
+        return;
+    }
     int rc = fwd_send(s, op, target, p, req);
     if (rc) {
         char msg[128];

@@ -246,6 +246,7 @@ static void on_peer_state(void *ctx, uint32_t peer_id, bool up, int rc, const ch
 {
     struct server *s = ctx;
     replica_peer_reachable(s->rep, peer_id, up);
+    if (!up) fwd_peer_down(s, peer_id);
     if (up) server_send_hello(s, peer_id);
     if (up)
         log_info("server", "peer %u is up", peer_id);

@@ -138,6 +138,8 @@ int fwd_send(struct server *s, struct op *op, uint32_t target, uint32_t partitio
 /* A reply frame arrived from a peer on our outbound connection. */
 void fwd_reply(struct server *s, uint32_t from, const struct codec_msg *reply);
 void fwd_expire(struct server *s, uint64_t now_ns);
+/* Peer went down: its forwards are answered now (TIMEOUT, outcome unknown). */
+void fwd_peer_down(struct server *s, uint32_t peer);
 
 /* scatter.c */
 void scatter_scan(struct server *s, struct op *op, const struct codec_scan_req *req);
