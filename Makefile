@@ -264,3 +264,34 @@ install: all
 
 clean:
 	rm -rf build bin lib
+
+# --- fault harness (tests/fault, docs/testing.md) -------------------------------
+# make test-fault [DURATION=SECONDS] [SEED=N] [NODES=3|5] [FAULTS=kill,pause,...] [MODE=mixed|alone]
+# Real trined nodes in network namespaces under seeded faults, Porcupine-checked.
+# fault-tools builds the client workload driver (C, against libtrine) and the checker (Go).
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+DURATION ?= 600
+NODES ?= 3
+FAULTS ?= kill,pause,partition,loss,clock,fsync
+MODE ?= mixed
+FAULT_BUILD := $(BUILD)/fault
+
+.PHONY: test-fault fault-tools
+
+fault-tools: $(FAULT_BUILD)/worker $(FAULT_BUILD)/checker
+
+$(FAULT_BUILD)/worker: tests/fault/worker.c $(LIBDIR)/libtrine.a internal/client/trine.h
+	@mkdir -p $(@D)
+	$(call say,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -D_GNU_SOURCE -Iinternal/client $(LDFLAGS) -o $@ $< $(LIBDIR)/libtrine.a \
+	  $(PKG_LIBS) -lpthread -lm
+
+$(FAULT_BUILD)/checker: $(wildcard tests/fault/checker/*.go) tests/fault/checker/go.mod tests/fault/checker/go.sum
+	@mkdir -p $(@D)
+	$(call say,GO,$@)
+	$(Q)cd tests/fault/checker && GOTOOLCHAIN=local $(GO) build -o $(abspath $@) .
+
+test-fault: deps
+	@$(MAKE) --no-print-directory all fault-tools
+	@BUILD=$(BUILD) BINDIR=$(BINDIR) tests/fault/harness.py --nodes $(NODES) \
+	  --seconds $(DURATION) --faults $(FAULTS) --mode $(MODE) $(if $(SEED),--seed $(SEED))

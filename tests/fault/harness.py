@@ -420,6 +420,8 @@ def main():
     ap.add_argument("--mode", default="mixed", choices=["mixed", "alone"])
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--ops-max", type=int, default=2000000)
+    ap.add_argument("--min-ops", type=int, default=0, help="fail a run with fewer operations")
+    ap.add_argument("--require", default="", help="fault kinds that must have been injected")
     ap.add_argument("--register-clients", type=int, default=16)
     ap.add_argument("--set-clients", type=int, default=8)
     ap.add_argument("--fast-clients", type=int, default=4)
@@ -547,13 +549,19 @@ def main():
                 if rep["heals_without_write"] else ""))
             for kind, v in sorted(rep["heal_to_write_ms_by_kind"].items()):
                 log("  after %-9s %s ms" % (kind, " ".join("%.0f" % x for x in v)))
+        c = nem.count
         failovers = nem.count["kill"] + nem.count["pause"] + nem.count["partition"]
         log("fast mode: %d acknowledged, %d rolled back (%.2f per kill/pause/partition), "
             "%d rollback records on disk" % (rep["fast_acked"], rep["rollbacks"],
                                              rep["rollbacks"] / max(1, failovers),
                                              rep["rollback_records"]))
-        c = nem.count
-        ok = (rep["verdict"] == "linearizable" and rep["lost"] == 0 and
+        missing = [k for k in args.require.split(",") if k and not c.get(k)]
+        if missing:
+            log("FAIL: required faults not injected: %s" % missing)
+        if rep["ops"] < args.min_ops:
+            log("FAIL: %d operations, fewer than --min-ops %d" % (rep["ops"], args.min_ops))
+        ok = (not missing and rep["ops"] >= args.min_ops and
+              rep["verdict"] == "linearizable" and rep["lost"] == 0 and
               rep["unrecorded_rollbacks"] == 0 and conv and chk.returncode == 0 and
               not nem.survived_fsync and not nem.bad_exit)
         result.update(ok=ok, line="fault: seed=%d ops=%d faults=%d (kill=%d pause=%d partition=%d "
