@@ -16,6 +16,7 @@ JSON and exits 0 on success, 1 on a failed check, 2 on usage errors.
   tt.py probe-write EP CERTS KEY T0_MS TIMEOUT_S
                                           strong puts of KEY via EP until one succeeds; prints
                                           the ms from T0_MS (wall clock) to that success
+  tt.py balance P REPLICAS PORT...        placement and leadership balanced (see cmd_balance)
   tt.py lagging-read FOLLOWER_ID FOLLOWER_EP FOLLOWER_PID LEADER_EP CERTS KEY
                                           session token on a lagging follower (see below)
 """
@@ -259,7 +260,50 @@ def cmd_lagging_read(a):
     return 0 if ok else 1
 
 
-CMDS = {"lagging-read": cmd_lagging_read, "key-led-by": cmd_key_led_by, "probe-write": cmd_probe_write, "http": cmd_http, "roles": cmd_roles, "led-by": cmd_led_by,
+def cmd_balance(a):
+    """Every node hosts about REPLICAS/n of the P partitions (within 15 %: the ring's
+    64 vnodes give about +-12 %), every partition has REPLICAS replicas and one
+    leader they all name, that leader is the preferred primary, and each node leads
+    P/n +- 1 partitions. Prints one summary line; exit 0 if all hold."""
+    P, R, ports = int(a[0]), int(a[1]), a[2:]
+    n = len(ports)
+    hosted, leads, problems = {}, {}, []
+    holders, leaders, named = {}, {}, {}
+    for p in ports:
+        s = status(p)
+        node = s["node"]
+        hosted[node] = len(s["partitions"])
+        leads[node] = 0
+        for x in s["partitions"]:
+            holders.setdefault(x["partition"], []).append(node)
+            named.setdefault(x["partition"], set()).add(x["leader"])
+            if x["role"] == "leader":
+                leads[node] += 1
+                leaders.setdefault(x["partition"], []).append(node)
+                if x["leader"] != x["preferred"] or x["leader"] != node:
+                    problems.append("partition %d led by %d, preferred %d" % (
+                        x["partition"], node, x["preferred"]))
+    want = P * R / n
+    for node, h in sorted(hosted.items()):
+        if abs(h - want) > 0.15 * want:
+            problems.append("node %d hosts %d partitions, want about %.1f" % (node, h, want))
+        if abs(leads[node] - P / n) > 1:
+            problems.append("node %d leads %d partitions, want %.1f +- 1" % (node, leads[node], P / n))
+    for part in range(P):
+        if len(holders.get(part, [])) != R:
+            problems.append("partition %d held by %s" % (part, holders.get(part)))
+        if len(leaders.get(part, [])) != 1:
+            problems.append("partition %d has leaders %s" % (part, leaders.get(part)))
+        elif named.get(part) != set(leaders[part]):
+            problems.append("partition %d: replicas name leaders %s" % (part, named.get(part)))
+    print("hosted %s leads %s%s" % (
+        " ".join("%d:%d" % kv for kv in sorted(hosted.items())),
+        " ".join("%d:%d" % kv for kv in sorted(leads.items())),
+        ("; " + "; ".join(problems[:6])) if problems else ""))
+    return 1 if problems else 0
+
+
+CMDS = {"balance": cmd_balance, "lagging-read": cmd_lagging_read, "key-led-by": cmd_key_led_by, "probe-write": cmd_probe_write, "http": cmd_http, "roles": cmd_roles, "led-by": cmd_led_by,
         "leaders-agree": cmd_leaders_agree, "metric": cmd_metric, "get": cmd_get,
         "put": cmd_put, "verify": cmd_verify, "hash-converged": cmd_hash_converged}
 
