@@ -13,6 +13,7 @@ required=(
   libcmocka-dev       # unit tests
   libxxhash-dev       # XXH3 for ring tokens and key hashing
   libisal-dev         # ISA-L: hardware CRC-32C for WAL records
+  faketime fiu-utils iproute2 iptables  # tests/fault: clock jumps, failed fsync, netns partitions
 )
 optional=(
   clang libfuzzer-14-dev libclang-rt-14-dev   # fuzz targets, sanitizers

@@ -241,11 +241,25 @@ class Nemesis:
         if r.returncode != 0:
             raise RuntimeError("fiu-ctrl: " + r.stderr.strip())
 
+        logf = os.path.join(self.cl.node_dir(i), "trined.log")
+        log_at = os.path.getsize(logf)
+
         def heal():
-            # The node must have stopped itself on the failed fdatasync (a node
-            # that kept running after one would be a finding). Restart it clean.
+            # The node must stop itself on a failed fdatasync, before it acks
+            # anything of that batch. A node that logged the failure and still
+            # runs is a finding; one that did no fdatasync during the fault
+            # (nothing to write) is given 5 s more, then the fault is disabled.
+            deadline = time.monotonic() + 5
+            while self.cl.alive(i) and time.monotonic() < deadline:
+                time.sleep(0.1)
             if self.cl.alive(i):
-                self.survived_fsync.append(i)
+                with open(logf, "rb") as f:
+                    f.seek(log_at)
+                    failed = b"fdatasync" in f.read()
+                if failed:
+                    self.survived_fsync.append(i)
+                else:
+                    log("nemesis: node %d did no fdatasync during the fault" % i)
                 self.cl.kill(i)
             else:
                 rc = self.cl.procs[i].returncode
