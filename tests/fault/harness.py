@@ -437,6 +437,7 @@ def main():
     ap.add_argument("--min-ops", type=int, default=0, help="fail a run with fewer operations")
     ap.add_argument("--require", default="", help="fault kinds that must have been injected")
     ap.add_argument("--register-clients", type=int, default=16)
+    ap.add_argument("--register-keys", type=int, default=0, help="keys per group (0 = auto)")
     ap.add_argument("--set-clients", type=int, default=8)
     ap.add_argument("--fast-clients", type=int, default=4)
     ap.add_argument("--timeout-ms", type=int, default=3000)
@@ -497,7 +498,10 @@ def main():
             raise RuntimeError("cluster did not settle before the workload")
         hist = os.path.join(run_dir, "hist")
         ops_each = max(1, args.ops_max // 3)
-        spec = [("register", args.register_clients, 0, 8),
+        # Keys per group of 8 register clients grow with the run so that one
+        # key's history stays small enough for Porcupine (~10k operations).
+        reg_keys = args.register_keys or max(8, int(args.seconds / 20))
+        spec = [("register", args.register_clients, 0, reg_keys),
                 ("set", args.set_clients, 1000, 4), ("fast", args.fast_clients, 2000, 1)]
         for mode, n, base, keys in spec:
             if n <= 0:
