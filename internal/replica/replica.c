@@ -30,6 +30,7 @@
 #include "base/log.h"
 #include "metrics/metrics.h"
 #include "replica/replica_int.h"
+#include "wal/faultpoint.h"
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
@@ -194,6 +195,7 @@ static void defaults(struct replica_config *c)
     if (!c->default_timeout_ms) c->default_timeout_ms = 5000;
     if (!c->pending_max) c->pending_max = 65536;
     if (!c->compact_entries) c->compact_entries = 10000;
+    TRINE_FAULT_TUNE(c->compact_entries, "COMPACT_ENTRIES");
     if (!c->snapshot_chunk_bytes) c->snapshot_chunk_bytes = 1u << 20;
     if (!c->snapshot_window_bytes) c->snapshot_window_bytes = 4u << 20;
     if (!c->expire_batch) c->expire_batch = 128;
@@ -373,6 +375,7 @@ int replica_open(const struct replica_config *cfg, struct replica **out, struct 
                                  .replay = WAL_REPLAY_LIVE,
                                  .replay_fn = plog_replay,
                                  .replay_ctx = r};
+        TRINE_FAULT_TUNE(wo.segment_bytes, "SEGMENT_BYTES");
         struct wal_recovery rep;
         rc = wal_open(&wo, &r->wal, &rep, err);
         if (rc == 0 && rep.cut_bytes)

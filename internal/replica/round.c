@@ -30,6 +30,7 @@
 #include "base/log.h"
 #include "metrics/metrics.h"
 #include "replica/replica_int.h"
+#include "wal/faultpoint.h"
 
 #define ARENA_BLOCK ((size_t)256 * 1024)
 #define READY_MAX   64 /* updates handled per group per round */
@@ -204,6 +205,7 @@ static int apply_committed(struct replica *r, struct group *g, const struct raft
     if (rc < 0)
         return err_set(&r->err, rc, "replica: partition %u: store_apply: %s", g->partition,
                        store_err(r->store)->msg);
+    (void)TRINE_FAULT_POINT("replica.apply");
     uint64_t last = u->committed[n - 1].index;
     if (last > g->applied) g->applied = last;
     raft_applied(g->raft, rep_now_ms(r), last);

@@ -38,6 +38,7 @@
 #include "base/log.h"
 #include "metrics/metrics.h"
 #include "replica/replica_int.h"
+#include "wal/faultpoint.h"
 
 /* ---- metadata conversion -------------------------------------------------------------- */
 
@@ -293,6 +294,7 @@ int snap_install(struct replica *r, struct group *g, const struct raft_snapshot_
                        "must stop",
                        g->partition, (unsigned long long)m->index, store_err(r->store)->msg);
     }
+    (void)TRINE_FAULT_POINT("replica.snap_install");
     uint8_t *conf = arena_alloc(&r->arena, RAFT_CONF_BYTES_MAX);
     if (!conf) return -TRINE_ENOMEM;
     uint32_t n = raft_conf_encode(&m->conf, conf);
@@ -374,6 +376,7 @@ int snap_compact(struct replica *r, uint64_t now_ms)
     if (!any) return 0;
     int rc = store_sync(r->store);
     if (rc < 0) return err_set(&r->err, rc, "replica: store_sync: %s", store_err(r->store)->msg);
+    (void)TRINE_FAULT_POINT("replica.snap_build");
     for (uint32_t i = 0; i < r->n_groups; i++) {
         struct group *g = &r->groups[i];
         if (g->applied <= g->log.snap.index + r->cfg.compact_entries) continue;

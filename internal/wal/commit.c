@@ -23,6 +23,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "wal/faultpoint.h"
 #include "wal/wal_int.h"
 
 struct wal_batch {
@@ -153,6 +154,7 @@ static int wal_batch_write(struct wal *w, struct wal_batch *b)
     struct wal_seg *s = w->active;
     uint64_t base = s->size;
     wal_seg_path(w, s->seq, "", path, sizeof(path));
+    (void)TRINE_FAULT_POINT("wal.append");
     int rc = wal_write_all(w, s->fd, w->iov, n, base);
     if (rc < 0) {
         snprintf(msg, sizeof(msg), "write of %llu bytes to %s at offset %llu failed: %s",
@@ -162,7 +164,7 @@ static int wal_batch_write(struct wal *w, struct wal_batch *b)
     }
     uint64_t t0 = clock_mono_ns(), t1 = t0;
     if (!w->opt.sync_off) {
-        rc = w->fs->fdatasync(w->fs->ctx, s->fd);
+        rc = TRINE_FAULT_POINT("wal.fsync") ? -EIO : w->fs->fdatasync(w->fs->ctx, s->fd);
         t1 = clock_mono_ns();
         if (rc < 0) {
             snprintf(msg, sizeof(msg), "fdatasync of %s failed: %s (not retried)", path,

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "wal/faultpoint.h"
 #include "wal/wal_int.h"
 
 /* Under idx_mu: whether every ENTRY in s is released or dead. */
@@ -122,6 +123,7 @@ static size_t wal_compact_delete_some(struct wal *w, size_t n, size_t *deleted, 
     char path[WAL_PATH_MAX];
     for (size_t i = 0; i < n && !*stop; i++) {
         wal_seg_path(w, gone[i]->seq, "", path, sizeof(path));
+        (void)TRINE_FAULT_POINT("wal.segment_delete");
         int rc = w->fs->unlink(w->fs->ctx, path);
         if (rc < 0 && rc != -ENOENT) {
             log_error("wal", "unlink %s: %s; left in place", path, strerror(-rc));
