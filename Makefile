@@ -295,3 +295,14 @@ test-fault: deps
 	@$(MAKE) --no-print-directory all fault-tools
 	@BUILD=$(BUILD) BINDIR=$(BINDIR) tests/fault/harness.py --nodes $(NODES) \
 	  --seconds $(DURATION) --faults $(FAULTS) --mode $(MODE) $(if $(SEED),--seed $(SEED))
+
+# The fault-point flavour: trined with TRINE_FAULT_POINTS (internal/wal/faultpoint.h) in
+# build/fp/bin, for the WAL crash matrix (tests/fault/crash_matrix.py). Never installed.
+.PHONY: fault-points test-crash
+fault-points:
+	@CPPFLAGS=-DTRINE_FAULT_POINTS $(MAKE) --no-print-directory BUILD=build/fp BINDIR=build/fp/bin \
+	  LIBDIR=build/fp/pub build/fp/bin/trined
+
+test-crash: deps
+	@$(MAKE) --no-print-directory all fault-tools fault-points
+	@BUILD=$(BUILD) BINDIR=$(BINDIR) tests/fault/crash_matrix.py $(if $(SEED),--seed $(SEED))
