@@ -62,6 +62,7 @@ static uint64_t zipf_next(const struct zipf *z, struct rng *r)
         rank = 1;
     else
         rank = (uint64_t)((double)z->n * pow(z->eta * u - z->eta + 1.0, z->alpha));
+    if (z->n == 0) return 0;
     if (rank >= z->n) rank = z->n - 1;
     uint64_t h = rank * 0x9e3779b97f4a7c15u; /* scramble: hot ranks land anywhere */
     h ^= h >> 31;
@@ -264,9 +265,15 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
     uint32_t nthreads = o->clients * o->pipeline;
     struct worker *w = calloc(nthreads, sizeof(*w));
     pthread_t *t = calloc(nthreads, sizeof(*t));
-    trine_client_t **handles = calloc(o->clients, sizeof(*handles));
+    trine_client_t **handles = calloc(o->clients, sizeof(trine_client_t *));
+    if (!sh.value || !w || !t || !handles) {
+        free(sh.value);
+        free(w);
+        free(t);
+        free(handles);
+        return err_set(err, -TRINE_ENOMEM, "out of memory");
+    }
     int rc = 0;
-    if (!sh.value || !w || !t || !handles) rc = err_set(err, -TRINE_ENOMEM, "out of memory");
     struct rng vr;
     rng_seed(&vr, o->seed);
     if (!rc) rng_fill(&vr, sh.value, o->value_bytes);
@@ -319,7 +326,7 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
             pthread_join(t[i], NULL);
         report(o, w, started, (double)(now_us() - t0) / 1e6);
     }
-    for (uint32_t i = 0; handles && i < o->clients; i++)
+    for (uint32_t i = 0; i < o->clients; i++)
         if (handles[i]) trine_client_close(handles[i]);
     free(handles);
     free(t);

@@ -209,7 +209,9 @@ static void scan_part_done(struct op *op, const struct codec_msg *reply)
 void scatter_scan(struct server *s, struct op *op, const struct codec_scan_req *req)
 {
     uint32_t np = ring_partitions(s->ring);
-    struct scatter *sc = scatter_new(op, np);
+    /* One extra count, dropped after the loop, keeps sc alive while parts start
+     * (some complete at once). */
+    struct scatter *sc = scatter_new(op, np + 1);
     if (!sc) {
         struct codec_rep_header h = {.status = TRINE_ENOMEM};
         struct scatter tmp = {.parent = op};
@@ -231,13 +233,14 @@ void scatter_scan(struct server *s, struct op *op, const struct codec_scan_req *
         if (!child) {
             sc->status = -TRINE_ENOMEM;
             snprintf(sc->msg, sizeof(sc->msg), "scan: out of memory");
-            if (--sc->remaining == 0) scan_finish(sc);
+            sc->remaining--; /* never reaches 0 here: the extra count */
             continue;
         }
         child->parent = sc;
         child->partition = p;
         route_execute(s, child, &part);
     }
+    if (--sc->remaining == 0) scan_finish(sc);
 }
 
 /* ---- cluster status --------------------------------------------------------------- */

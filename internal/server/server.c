@@ -274,11 +274,11 @@ static int server_metrics_init(struct server *s, struct trine_err *err)
         }
     }
 #define ERR_ROW(NAME, CODE, WIRE, MSG)                                                             \
-    if (WIRE && CODE > 0 && CODE < 64) {                                                           \
-        s->m.errors[CODE] = metrics_counter(s->metrics, "trine_request_errors_total",              \
-                                            "Requests answered with an error, by code.",           \
-                                            "code=\"" #NAME "\"", err);                            \
-        if (!s->m.errors[CODE]) return err->code;                                                  \
+    if ((WIRE) && (CODE) > 0 && (CODE) < 64) {                                                     \
+        s->m.errors[(CODE)] = metrics_counter(s->metrics, "trine_request_errors_total",            \
+                                              "Requests answered with an error, by code.",         \
+                                              "code=\"" #NAME "\"", err);                          \
+        if (!s->m.errors[(CODE)]) return err->code;                                                \
     }
     TRINE_STATUS_TABLE(ERR_ROW)
 #undef ERR_ROW
@@ -292,6 +292,7 @@ static int server_metrics_init(struct server *s, struct trine_err *err)
     return 0;
 }
 
+/* NOLINTBEGIN(bugprone-macro-parentheses): `field` names a struct member */
 #define TRANSPORT_GAUGE(field)                                                                     \
     static double transport_##field(void *ctx)                                                     \
     {                                                                                              \
@@ -306,6 +307,7 @@ TRANSPORT_GAUGE(bytes_in)
 TRANSPORT_GAUGE(bytes_out)
 TRANSPORT_GAUGE(oversize_frames)
 TRANSPORT_GAUGE(backpressure_events)
+/* NOLINTEND(bugprone-macro-parentheses) */
 
 static int transport_metrics_init(struct server *s, struct trine_err *err)
 {
@@ -393,13 +395,15 @@ int server_create(const struct server_config *cfg, struct server **out, struct t
     }
     if (!rc) rc = transport_metrics_init(s, err);
     struct replica_set *sets = NULL;
-    if (!rc && !(sets = calloc(cfg->partitions, sizeof(*sets))))
-        rc = err_set(err, -TRINE_ENOMEM, "server: out of memory");
-    for (uint32_t p = 0; !rc && p < cfg->partitions; p++) {
-        size_t n;
-        const uint32_t *set = ring_replicas(s->ring, p, &n);
-        sets[p].n = (uint32_t)n;
-        memcpy(sets[p].nodes, set, n * sizeof(*set));
+    if (!rc) {
+        sets = calloc(cfg->partitions, sizeof(*sets));
+        if (!sets) rc = err_set(err, -TRINE_ENOMEM, "server: out of memory");
+        for (uint32_t p = 0; sets && p < cfg->partitions; p++) {
+            size_t n;
+            const uint32_t *set = ring_replicas(s->ring, p, &n);
+            sets[p].n = (uint32_t)n;
+            memcpy(sets[p].nodes, set, n * sizeof(*set));
+        }
     }
     if (!rc) {
         struct replica_config c = {
