@@ -75,6 +75,7 @@ class Cluster:
         self.paused = set()
         self.preload = []
         self.env = {}
+        self.node_env = {}  # node -> {VAR: value} for its next start (crash matrix)
         if "clock" in args.faults and os.path.exists(FAKETIME_LIB):
             self.preload.append(FAKETIME_LIB)
             self.env.update(FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
@@ -102,8 +103,12 @@ class Cluster:
         os.makedirs(os.path.join(d, "data"), exist_ok=True)
         c = os.path.join(self.dir, "certs")
         env = []
+        extra = dict(self.env_all) if hasattr(self, "env_all") else {}
+        extra.update(self.node_env.get(i, {}))
+        if extra:
+            env = ["env"] + ["%s=%s" % kv for kv in sorted(extra.items())]
         if self.preload:
-            env = ["env", "LD_PRELOAD=" + " ".join(self.preload)]
+            env = (env or ["env"]) + ["LD_PRELOAD=" + " ".join(self.preload)]
             env += ["%s=%s" % kv for kv in self.env.items()]
             if FAKETIME_LIB in self.preload:
                 ft = os.path.join(d, "faketime")

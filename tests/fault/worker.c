@@ -5,7 +5,7 @@
  *
  *   worker --endpoints E --ca F --cert F --key F --out DIR --mode MODE
  *          [--clients N] [--client-base B] [--group G] [--keys K] [--seed S]
- *          [--seconds D] [--ops-max M] [--timeout-ms T]
+ *          [--seconds D] [--ops-max M] [--timeout-ms T] [--stop-file F]
  *
  * Modes:
  *   register  get/put/cas/delete on keys "r/<group>/<k>", strong. Clients are
@@ -29,7 +29,9 @@
  * effect (any failed read; a write refused as malformed); unknown = a write
  * that may or may not have happened (TIMEOUT, UNAVAILABLE, connection loss...).
  *
- * Bounds: each client stops at --seconds or after --ops-max / clients ops.
+ * Bounds: each client stops at --seconds, after --ops-max / clients ops, or
+ * (checked every 16 ops) once --stop-file exists; an operation in flight is
+ * always finished and recorded, so no history ends with a call unaccounted for.
  * Exit: 0 after writing every history; 2 on bad arguments or I/O errors.
  */
 #include <errno.h>
@@ -40,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "trine.h"
 
@@ -50,6 +53,7 @@
 
 struct cfg {
     const char *endpoints, *out_dir, *mode;
+    const char *stop_file; /* clients stop starting operations once it exists */
     struct trine_tls tls;
     unsigned clients, client_base, group, keys;
     uint64_t seed, ops_max;
@@ -341,6 +345,7 @@ static void *client_main(void *arg)
                                   : strcmp(cfg->mode, "set") == 0    ? op_set
                                                                      : op_fast;
     while (c->n < my_max && mono_ns() < deadline) {
+        if (cfg->stop_file && (c->n & 15) == 0 && access(cfg->stop_file, F_OK) == 0) break;
         op(c);
         c->n++;
     }
@@ -351,7 +356,8 @@ static int usage(void)
 {
     fprintf(stderr, "usage: worker --endpoints E --ca F --cert F --key F --out DIR "
                     "--mode register|set|fast|final [--clients N] [--client-base B] [--group G] "
-                    "[--keys K] [--seed S] [--seconds D] [--ops-max M] [--timeout-ms T]\n");
+                    "[--keys K] [--seed S] [--seconds D] [--ops-max M] [--timeout-ms T] "
+                    "[--stop-file F]\n");
     return 2;
 }
 
@@ -392,6 +398,8 @@ int main(int argc, char **argv)
             cfg.seconds = strtod(v, NULL);
         else if (!strcmp(a, "--ops-max"))
             cfg.ops_max = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--stop-file"))
+            cfg.stop_file = v;
         else if (!strcmp(a, "--timeout-ms"))
             cfg.timeout_ms = (uint32_t)strtoul(v, NULL, 10);
         else
