@@ -14,7 +14,8 @@ and OUTPUT: tfpart (partitions: DROP to/from a peer's address) and tfloss
 
 Names: tf<run>h (hub), tf<run>n<i> (node i), veths tf<run>v<i> / tf<run>b<i>
 (at most 15 characters). Leftovers of killed runs (namespaces with this
-pattern and no process inside) are removed at the next start.
+pattern, no live owner in /run/trine-fault/<run> and no process inside) are
+removed at the next start.
 """
 import ctypes
 import os
@@ -25,6 +26,7 @@ SUBNET = "10.213.0"  # /24, only inside the harness's namespaces
 HUB_ADDR = SUBNET + ".1"
 CLONE_NEWNET = 0x40000000
 NAME_RE = re.compile(r"^tf[0-9a-f]{4}(h|n\d+)$")
+OWNERS = "/run/trine-fault"  # <run id> -> pid of the harness that owns its namespaces
 
 
 def sh(*args, check=True):
@@ -38,12 +40,22 @@ def node_addr(i):
     return "%s.%d" % (SUBNET, 10 + i)
 
 
+def owner_alive(run_id):
+    try:
+        with open(os.path.join(OWNERS, run_id)) as f:
+            os.kill(int(f.read().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def clean_stale():
-    """Deletes namespaces of earlier runs that no process uses any more."""
+    """Deletes namespaces of earlier runs whose harness process is gone (a run
+    writes its pid to OWNERS/<run>; concurrent runs are left alone)."""
     out = sh("ip", "netns", "list", check=False).stdout
     for line in out.splitlines():
         name = line.split()[0] if line.split() else ""
-        if not NAME_RE.match(name):
+        if not NAME_RE.match(name) or owner_alive(name[2:6]):
             continue
         if sh("ip", "netns", "pids", name, check=False).stdout.strip():
             continue
@@ -62,6 +74,9 @@ class Net:
 
     def up(self):
         clean_stale()
+        os.makedirs(OWNERS, exist_ok=True)
+        with open(os.path.join(OWNERS, self.run), "w") as f:
+            f.write("%d\n" % os.getpid())
         sh("ip", "netns", "add", self.hub)
         self.created.append(self.hub)
         h = self.hub
@@ -117,3 +132,7 @@ class Net:
         for name in reversed(self.created):
             sh("ip", "netns", "del", name, check=False)
         self.created = []
+        try:
+            os.unlink(os.path.join(OWNERS, self.run))
+        except OSError:
+            pass
