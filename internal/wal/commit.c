@@ -164,7 +164,9 @@ static int wal_batch_write(struct wal *w, struct wal_batch *b)
     }
     uint64_t t0 = clock_mono_ns(), t1 = t0;
     if (!w->opt.sync_off) {
-        rc = TRINE_FAULT_POINT("wal.fsync") ? -EIO : w->fs->fdatasync(w->fs->ctx, s->fd);
+        rc = TRINE_FAULT_POINT_FD("wal.fsync", s->fd, (long long)base)
+                 ? -EIO
+                 : w->fs->fdatasync(w->fs->ctx, s->fd);
         t1 = clock_mono_ns();
         if (rc < 0) {
             snprintf(msg, sizeof(msg), "fdatasync of %s failed: %s (not retried)", path,

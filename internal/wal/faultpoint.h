@@ -9,13 +9,16 @@
  *   TRINE_FAULT_POINT=NAME[@N][:kill|:fail]
  *
  * on its N-th hit in this process (default 1): `kill` (default) raises SIGKILL
- * at that exact instruction, as a power cut of the process would; `fail`
- * makes TRINE_FAULT_POINT() return true once, and the call site turns that
- * into the error the real operation would report. Only one point is armed per
+ * at that exact instruction, as a crash of the process would; `fail` makes
+ * TRINE_FAULT_POINT() return true once, and the call site turns that into the
+ * error the real operation would report; `drop` (TRINE_FAULT_POINT_FD sites
+ * only) truncates the file to the bytes known durable and then kills: a power
+ * loss that takes the unsynced tail with it. Only one point is armed per
  * process. The points (each at one call site):
  *
  *   wal.append          a batch is about to be written to the active segment
- *   wal.fsync           written, before its fdatasync (fail: the fdatasync fails)
+ *   wal.fsync           written, before its fdatasync (fail: the fdatasync fails;
+ *                       drop: the batch's bytes are lost, as in a power cut)
  *   replica.apply       committed entries applied to the store, Raft not yet told
  *   replica.snap_build  store synced for a compaction, before the WAL mark
  *   replica.snap_install a received snapshot is current in the store, before the WAL mark
@@ -38,7 +41,8 @@
 
 #include "base/log.h"
 
-static inline bool faultpoint_hit(const char *name)
+/* fd >= 0: the point may also `drop` (truncate fd to keep_bytes, then SIGKILL). */
+static inline bool faultpoint_hit_fd(const char *name, int fd, long long keep_bytes)
 {
     /* One counter per translation unit is enough: each point has one call site. */
     static atomic_ulong faultpoint_hits_;
@@ -51,6 +55,12 @@ static inline bool faultpoint_hit(const char *name)
     if (*rest == '@') want = strtoul(rest + 1, NULL, 10);
     const char *act = strchr(rest, ':');
     if (atomic_fetch_add(&faultpoint_hits_, 1) + 1 != want) return false;
+    if (act != NULL && strcmp(act + 1, "drop") == 0 && fd >= 0) {
+        log_warn("faultpoint", "%s: unsynced bytes past %lld lost, SIGKILL (hit %lu)", name,
+                 keep_bytes, want);
+        if (ftruncate(fd, (off_t)keep_bytes) != 0) abort();
+        kill(getpid(), SIGKILL);
+    }
     if (act != NULL && strcmp(act + 1, "fail") == 0) {
         log_warn("faultpoint", "%s: failing (hit %lu)", name, want);
         return true;
@@ -60,15 +70,17 @@ static inline bool faultpoint_hit(const char *name)
     return false;
 }
 
-#define TRINE_FAULT_POINT(name) faultpoint_hit(name)
+#define TRINE_FAULT_POINT(name)                    faultpoint_hit_fd(name, -1, 0)
+#define TRINE_FAULT_POINT_FD(name, fd, keep_bytes) faultpoint_hit_fd(name, fd, keep_bytes)
 #define TRINE_FAULT_TUNE(var, name)                                                                \
     do {                                                                                           \
         const char *v_ = getenv("TRINE_FAULT_TUNE_" name);                                         \
         if (v_ != NULL) (var) = strtoull(v_, NULL, 10);                                            \
     } while (0)
 #else
-#define TRINE_FAULT_POINT(name)     0
-#define TRINE_FAULT_TUNE(var, name) ((void)0)
+#define TRINE_FAULT_POINT(name)                    0
+#define TRINE_FAULT_POINT_FD(name, fd, keep_bytes) 0
+#define TRINE_FAULT_TUNE(var, name)                ((void)0)
 #endif
 
 #endif

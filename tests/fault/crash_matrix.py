@@ -12,7 +12,8 @@ segments, so snapshots and segment deletion happen within seconds), arms
 one fault point on one node (TRINE_FAULT_POINT, restarting that node with it),
 runs the register and set workloads, and waits for the point to fire: the node
 dies by SIGKILL at that instruction (or, for a `fail` point, must stop itself
-with exit status 70). The node is then restarted without the fault, the
+with exit status 70; a `drop` point first truncates the WAL segment to its
+durable bytes, losing the unsynced batch as a power cut would). The node is then restarted without the fault, the
 workload goes on for a few seconds, stops, and the case passes only if:
 
   - the point fired and the node died as it should;
@@ -46,6 +47,8 @@ CASES = [  # name, TRINE_FAULT_POINT, victim, expected death (-9 SIGKILL | 70 fa
     ("fsync-kill", "wal.fsync@400", "primary", -9),
     ("fsync-fail", "wal.fsync@400:fail", "primary", 70),
     ("fsync-fail-follower", "wal.fsync@400:fail", "follower", 70),
+    ("lose-unsynced", "wal.fsync@400:drop", "primary", -9),
+    ("lose-unsynced-follower", "wal.fsync@400:drop", "follower", -9),
     ("apply", "replica.apply@800", "primary", -9),
     ("snap_build", "replica.snap_build", "primary", -9),
     ("snap_install", "replica.snap_install", "follower", -9),
