@@ -186,6 +186,7 @@ unit: $(TEST_BINS)
 FUZZERS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 LINK_fuzz_codec := codec base
 LINK_fuzz_wal   := wal base
+LINK_fuzz_route := server replica transport ring raft wal store codec metrics base
 define fuzz_rule
 $(BUILD)/fuzz/fuzz_$(1): $(BUILD)/obj/tests/fuzz/fuzz_$(1).o $(TESTLIB) $(call modlibs,$(LINK_fuzz_$(1)))
 	@mkdir -p $$(@D)
