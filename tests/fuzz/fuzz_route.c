@@ -62,32 +62,38 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(cmd, sizeof(cmd), "scripts/gen-certs.sh --dir %s/certs --nodes 1 >/dev/null", g_dir);
     if (system(cmd) != 0) die("gen-certs", "run me from the repository root");
 
+    /* A free port: a few tries (each with its own data dir), as the port is
+     * only known to be taken when the listener fails. */
     struct trine_err err = {0};
-    char args[8][300];
-    int port = 30000 + (int)(getpid() % 20000);
-    snprintf(args[0], sizeof(args[0]), "--id=1");
-    snprintf(args[1], sizeof(args[1]), "--listen=127.0.0.1:%d", port);
-    snprintf(args[2], sizeof(args[2]), "--initial-cluster=1=127.0.0.1:%d", port);
-    snprintf(args[3], sizeof(args[3]), "--data-dir=%s/data", g_dir);
-    snprintf(args[4], sizeof(args[4]), "--tls-cert=%s/certs/node-1.pem", g_dir);
-    snprintf(args[5], sizeof(args[5]), "--tls-key=%s/certs/node-1.key", g_dir);
-    snprintf(args[6], sizeof(args[6]), "--tls-ca=%s/certs/ca.pem", g_dir);
-    snprintf(args[7], sizeof(args[7]), "--partitions=4");
-    char *av[] = {"trined",
-                  args[0],
-                  args[1],
-                  args[2],
-                  args[3],
-                  args[4],
-                  args[5],
-                  args[6],
-                  args[7],
-                  "--fsync=off",
-                  "--log-level=error",
-                  NULL};
-    config_init(&g_cfg);
-    if (config_parse_args(&g_cfg, 11, av, stderr, &err) != 0) die("config", err.msg);
-    if (server_create(&g_cfg, &g_s, &err) != 0) die("server_create", err.msg);
+    for (int attempt = 0; attempt < 16 && !g_s; attempt++) {
+        char args[8][300];
+        int port = 20000 + (int)((getpid() * 7919u + (unsigned)attempt * 104729u) % 30000u);
+        snprintf(args[0], sizeof(args[0]), "--id=1");
+        snprintf(args[1], sizeof(args[1]), "--listen=127.0.0.1:%d", port);
+        snprintf(args[2], sizeof(args[2]), "--initial-cluster=1=127.0.0.1:%d", port);
+        snprintf(args[3], sizeof(args[3]), "--data-dir=%s/data%d", g_dir, attempt);
+        snprintf(args[4], sizeof(args[4]), "--tls-cert=%s/certs/node-1.pem", g_dir);
+        snprintf(args[5], sizeof(args[5]), "--tls-key=%s/certs/node-1.key", g_dir);
+        snprintf(args[6], sizeof(args[6]), "--tls-ca=%s/certs/ca.pem", g_dir);
+        snprintf(args[7], sizeof(args[7]), "--partitions=4");
+        char *av[] = {"trined",
+                      args[0],
+                      args[1],
+                      args[2],
+                      args[3],
+                      args[4],
+                      args[5],
+                      args[6],
+                      args[7],
+                      "--fsync=off",
+                      "--log-level=error",
+                      NULL};
+        config_free(&g_cfg);
+        config_init(&g_cfg);
+        if (config_parse_args(&g_cfg, 11, av, stderr, &err) != 0) die("config", err.msg);
+        if (server_create(&g_cfg, &g_s, &err) != 0) g_s = NULL;
+    }
+    if (!g_s) die("server_create", err.msg);
     g_scratch = codec_scratch_new();
     if (!g_scratch) die("codec_scratch_new", "out of memory");
     return 0;
