@@ -11,6 +11,13 @@
  * Parts complete in any order (some at once, some later); the merge state
  * copies what it keeps, because a part's reply is borrowed. A failed part
  * fails the whole request (a scan never silently skips a partition).
+ *
+ * Memory: a scan keeps at most what its reply could carry (limit items and one
+ * frame of bytes): whenever the kept items pass that, they are sorted and the
+ * tail is dropped (the reply then says `more`; the client resumes after its
+ * last key). At most SCANS_ACTIVE_MAX scans run at once on a node; more are
+ * answered BUSY (the client retries), so a client that pipelines scans without
+ * reading the replies cannot make the node hold many frames' worth of items.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +28,7 @@
 #define SCAN_DEFAULT_LIMIT  1000u
 #define FRAME_SLACK_BYTES   4096u /* headers and msgpack overhead per reply */
 #define ITEM_OVERHEAD_BYTES 64u
+#define SCANS_ACTIVE_MAX    4u /* scatter scans in progress at once on this node */
 
 struct scan_item {
     size_t key_off, value_off; /* into arena */
@@ -126,22 +134,20 @@ static int scan_item_cmp(const void *a, const void *b)
     return (x->key_len > y->key_len) - (x->key_len < y->key_len);
 }
 
-static void scan_finish(struct scatter *sc)
+/* Bytes of items one scan reply may carry: the frame limit less some slack. */
+static uint64_t scan_budget(const struct server *s)
 {
-    struct op *parent = sc->parent;
-    struct server *s = parent->s;
-    if (sc->status) {
-        scatter_reply_error(sc);
-        scatter_free(sc);
-        return;
-    }
+    return s->lim.frame_bytes_max > FRAME_SLACK_BYTES ? s->lim.frame_bytes_max - FRAME_SLACK_BYTES
+                                                      : 0;
+}
+
+/* Sorts the kept items by key; returns how many of the first ones fit in one
+ * reply (at most limit, within budget bytes, and at least one). */
+static uint32_t scan_sort_fit(struct scatter *sc, uint64_t budget)
+{
     scan_arena = sc->arena.data;
     if (sc->n > 1) qsort(sc->items, sc->n, sizeof(*sc->items), scan_item_cmp);
     uint32_t n = sc->n < sc->limit ? sc->n : sc->limit;
-    bool more = sc->more || sc->n > sc->limit;
-    /* Stop early rather than exceed the frame limit; the client pages on. */
-    uint64_t budget =
-        s->lim.frame_bytes_max > FRAME_SLACK_BYTES ? s->lim.frame_bytes_max - FRAME_SLACK_BYTES : 0;
     uint64_t used = 0;
     uint32_t fit = 0;
     for (; fit < n; fit++) {
@@ -150,8 +156,48 @@ static void scan_finish(struct scatter *sc)
         if (used + need > budget && fit > 0) break;
         used += need;
     }
-    if (fit < n) more = true;
-    n = fit;
+    return fit;
+}
+
+/* Drops the items no reply could carry (see the memory note at the top). */
+static int scan_trim(struct scatter *sc, uint64_t budget)
+{
+    uint32_t keep = scan_sort_fit(sc, budget);
+    if (keep == sc->n) return 0;
+    struct buf arena;
+    buf_init(&arena);
+    for (uint32_t i = 0; i < keep; i++) {
+        struct scan_item *it = &sc->items[i];
+        size_t key_off = arena.len;
+        if (buf_append(&arena, sc->arena.data + it->key_off, it->key_len)) goto nomem;
+        size_t value_off = arena.len;
+        if (buf_append(&arena, sc->arena.data + it->value_off, it->value_len)) goto nomem;
+        it->key_off = key_off;
+        it->value_off = value_off;
+    }
+    buf_free(&sc->arena);
+    sc->arena = arena;
+    sc->n = keep;
+    sc->more = true;
+    return 0;
+nomem:
+    buf_free(&arena);
+    return -TRINE_ENOMEM;
+}
+
+static void scan_finish(struct scatter *sc)
+{
+    struct op *parent = sc->parent;
+    struct server *s = parent->s;
+    if (sc->status) {
+        s->scans_active--;
+        scatter_reply_error(sc);
+        scatter_free(sc);
+        return;
+    }
+    s->scans_active--;
+    uint32_t n = scan_sort_fit(sc, scan_budget(s));
+    bool more = sc->more || n < sc->n;
 
     struct codec_kv_item *out = n ? calloc(n, sizeof(*out)) : NULL;
     struct codec_msg m;
@@ -201,24 +247,38 @@ static void scan_part_done(struct op *op, const struct codec_msg *reply)
         }
         sc->more |= m.scan_reply.more;
         if (h->applied_index < sc->applied_min) sc->applied_min = h->applied_index;
+        uint64_t budget = scan_budget(op->s);
+        if (!sc->status && (sc->n > sc->limit || sc->arena.len > budget) && scan_trim(sc, budget)) {
+            sc->status = -TRINE_ENOMEM;
+            snprintf(sc->msg, sizeof(sc->msg), "scan: out of memory");
+        }
     }
     op_free(op);
     if (--sc->remaining == 0) scan_finish(sc);
 }
 
+static void scan_refuse(struct op *op, int status, const char *msg)
+{
+    struct scatter tmp = {.parent = op, .status = status};
+    snprintf(tmp.msg, sizeof(tmp.msg), "%s", msg);
+    scatter_reply_error(&tmp);
+}
+
 void scatter_scan(struct server *s, struct op *op, const struct codec_scan_req *req)
 {
     uint32_t np = ring_partitions(s->ring);
+    if (s->scans_active >= SCANS_ACTIVE_MAX) {
+        scan_refuse(op, -TRINE_EBUSY, "too many scans in progress on this node; retry");
+        return;
+    }
     /* One extra count, dropped after the loop, keeps sc alive while parts start
      * (some complete at once). */
     struct scatter *sc = scatter_new(op, np + 1);
     if (!sc) {
-        struct codec_rep_header h = {.status = TRINE_ENOMEM};
-        struct scatter tmp = {.parent = op};
-        scatter_fail(&tmp, &h);
-        scatter_reply_error(&tmp);
+        scan_refuse(op, -TRINE_ENOMEM, "scan: out of memory");
         return;
     }
+    s->scans_active++;
     sc->limit = req->limit ? req->limit : SCAN_DEFAULT_LIMIT;
     if (sc->limit > s->lim.scan_results_max) sc->limit = s->lim.scan_results_max;
     for (uint32_t p = 0; p < np; p++) {

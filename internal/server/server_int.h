@@ -96,6 +96,7 @@ struct server {
     struct fwd *fwd; /* FWD_SLOTS */
     struct fwd *fwd_active;
     uint32_t fwd_count;
+    uint32_t scans_active;       /* scatter scans in progress (scatter.c) */
     volatile int stop_requested; /* set by signals / server_stop */
     bool stopping;
     uint64_t stop_deadline_ns;
