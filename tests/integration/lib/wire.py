@@ -14,7 +14,7 @@ import socket
 import ssl
 import struct
 
-PUT_REQ, GET_REQ, DELETE_REQ, CAS_REQ = 1, 2, 3, 4
+PUT_REQ, GET_REQ, DELETE_REQ, CAS_REQ, SCAN_REQ = 1, 2, 3, 4, 5
 ERROR_REPLY = 64
 CONSISTENCY = {"fast": 0, "strong": 1, "all": 2}
 CONSISTENCY_NAME = {v: k for k, v in CONSISTENCY.items()}
