@@ -310,6 +310,11 @@ static int start_group(struct replica *r, struct group *g, struct trine_err *err
     rc_cfg.heartbeat_ms = r->cfg.heartbeat_ms;
     rc_cfg.lease_drift_ms = r->cfg.election_timeout_ms / 10;
     rc_cfg.seed = r->cfg.seed * 0x9e3779b97f4a7c15u + g->partition;
+    /* Room for the largest command; the tail holds at least four of them (its buffer is
+     * allocated once but only touched pages become resident). */
+    rc_cfg.entry_bytes_max = r->lim.entry_bytes_max;
+    if (rc_cfg.tail_bytes < 4 * rc_cfg.entry_bytes_max)
+        rc_cfg.tail_bytes = 4 * rc_cfg.entry_bytes_max;
     if (r->cfg.raft_tail_entries) {
         rc_cfg.tail_entries = r->cfg.raft_tail_entries;
         if (rc_cfg.msg_entries_max > rc_cfg.tail_entries / 2)
@@ -349,6 +354,12 @@ int replica_open(const struct replica_config *cfg, struct replica **out, struct 
     r->dir = strdup(cfg->data_dir);
     r->lim = codec_limits_default();
     if (cfg->frame_bytes_max) r->lim.frame_bytes_max = cfg->frame_bytes_max;
+    if (cfg->key_bytes_max > r->lim.key_bytes_max) r->lim.key_bytes_max = cfg->key_bytes_max;
+    if (cfg->value_bytes_max > r->lim.value_bytes_max)
+        r->lim.value_bytes_max = cfg->value_bytes_max;
+    /* A command is its key and value plus at most a few hundred bytes of fields. */
+    uint64_t entry = (uint64_t)r->lim.key_bytes_max + r->lim.value_bytes_max + 4096;
+    if (entry > r->lim.entry_bytes_max) r->lim.entry_bytes_max = (uint32_t)entry;
     r->scratch = codec_scratch_new();
     buf_init(&r->scan_buf);
     buf_init(&r->cmd_buf);

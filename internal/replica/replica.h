@@ -104,10 +104,14 @@ struct replica_config {
     uint32_t snapshot_window_bytes; /* unacknowledged snapshot bytes per stream [4 MiB] */
     uint32_t expire_batch;          /* EXPIRE ops proposed per partition per tick [128] */
     uint32_t frame_bytes_max;       /* largest peer frame sent [codec default] */
-    uint32_t raft_tail_entries;     /* entries each group keeps in memory, power of two [512] */
-    uint64_t seed;                  /* randomness of election timeouts [node_id] */
-    bool wal_sync_off;              /* no fdatasync: tests and benchmarks ONLY */
-    bool wal_repair; /* cut the WAL at mid-log corruption instead of refusing to open */
+    /* Largest key and value a write may carry [codec defaults: 4 KiB, 1 MiB]; Raft's entry
+     * limit and in-memory tail are sized from them. */
+    uint32_t key_bytes_max;
+    uint32_t value_bytes_max;
+    uint32_t raft_tail_entries; /* entries each group keeps in memory, power of two [512] */
+    uint64_t seed;              /* randomness of election timeouts [node_id] */
+    bool wal_sync_off;          /* no fdatasync: tests and benchmarks ONLY */
+    bool wal_repair;            /* cut the WAL at mid-log corruption instead of refusing to open */
     const struct store_options *store; /* NULL: store defaults */
 };
 

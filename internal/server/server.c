@@ -417,6 +417,8 @@ int server_create(const struct server_config *cfg, struct server **out, struct t
             .clock = clock_system,
             .metrics = s->metrics,
             .frame_bytes_max = (uint32_t)cfg->max_frame_bytes,
+            .key_bytes_max = (uint32_t)cfg->max_key_bytes,
+            .value_bytes_max = (uint32_t)cfg->max_value_bytes,
             .wal_sync_off = !cfg->fsync,
             .wal_repair = cfg->repair,
         };
