@@ -82,7 +82,10 @@ int snapshot_report(struct raft *r, uint64_t to, bool ok)
     struct progress *pr = progress_get(r, to);
     if (!pr || pr->state != PR_SNAPSHOT) return 0;
     if (!ok) pr->pending_snapshot = 0;
-    /* On success, probe from after the snapshot and wait for the follower's answer. */
+    /* On success, probe from after the snapshot and wait for the follower's answer. On
+     * failure wait for a heartbeat response before trying again (as etcd does): resending at
+     * once lets a dead link or duplicated reports turn into a storm of snapshots. */
     progress_become_probe(pr);
+    if (!ok) pr->probe_sent = true;
     return 0;
 }

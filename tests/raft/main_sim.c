@@ -35,7 +35,9 @@
 
 struct pend {
     uint64_t req;
-    uint64_t last;
+    uint64_t last; /* time of the last attempt */
+    uint64_t node; /* node that took it (0: refused) */
+    uint64_t term; /* in this term */
 };
 
 struct wl {
@@ -45,6 +47,7 @@ struct wl {
     bool faults;
     bool conf_changes;
     bool transfers;
+    uint64_t fault_gap; /* mean time between faults: 20 ms (chaos) to 240 ms */
     uint64_t next_write[8];
     uint64_t next_read[8];
     uint64_t next_fault;
@@ -93,7 +96,22 @@ static void attempt(struct wl *w, uint32_t g, struct pend *p)
     uint64_t n = sim_leader(s, g);
     if (!n || rnd(w, 10) == 0) n = up_node(w);
     p->last = s->now;
-    if (n) sim_propose(s, g, n, p->req);
+    p->node = 0;
+    if (n && sim_propose(s, g, n, p->req) == 0) {
+        p->node = n;
+        p->term = sim_rep(s, g, n)->term;
+    }
+}
+
+/* A client retries when the leader that took its request is gone (or refused it); while
+ * that leader still leads the same term the entry may yet commit, so it waits. */
+static bool retry_due(struct wl *w, uint32_t g, const struct pend *p)
+{
+    struct sim *s = w->s;
+    if (s->now < p->last + RETRY_MS) return false;
+    if (!p->node) return true;
+    struct sim_rep *rep = sim_rep(s, g, p->node);
+    return !rep->r || rep->role != RAFT_LEADER || rep->term != p->term;
 }
 
 static void clients(struct wl *w, bool new_ops)
@@ -107,7 +125,10 @@ static void clients(struct wl *w, bool new_ops)
                 *p = w->pend[g][--w->n_pend[g]];
                 continue;
             }
-            if (s->now >= p->last + RETRY_MS) attempt(w, g, p);
+            if (retry_due(w, g, p))
+                attempt(w, g, p);
+            else if (s->now >= p->last + RETRY_MS)
+                p->last = s->now; /* its leader still leads: look again later */
             k++;
         }
         if (new_ops && s->now >= w->next_write[g]) {
@@ -251,7 +272,7 @@ static void run_actions(struct wl *w, bool live)
     for (uint64_t n = 1; n <= s->o.nodes; n++)
         if (!s->nodes[n].up && s->nodes[n].restart_at <= s->now) sim_restart(s, n);
     if (w->faults && s->now >= w->next_fault) {
-        w->next_fault = s->now + 40 + rnd(w, 200);
+        w->next_fault = s->now + w->fault_gap / 2 + rnd(w, w->fault_gap);
         fault(w);
     }
     if (s->now >= w->next_compact) {
@@ -326,6 +347,7 @@ static void world(struct wl *w, struct sim_opts *o, uint64_t seed)
     o->delay_max_ms = 2 + (uint32_t)rnd(w, rnd(w, 4) ? 15 : 40);
     o->fsync_max_ms = (uint32_t)rnd(w, 6);
     w->faults = rnd(w, 10) != 0;
+    w->fault_gap = 20 + rnd(w, 220);
     /* Membership changes need pre-vote for liveness (not safety): without it a removed server
      * that missed its removal disrupts the group (dissertation 4.2.3), and servers left on
      * different configurations can keep stealing each other's terms. */
@@ -351,15 +373,15 @@ static int run_seed(uint64_t seed, uint64_t run_ms, int trace_mode, struct total
     }
     sim_trace(s,
               "seed %llu: %u nodes, %u groups, %u voters, pre-vote %d, check-quorum %d, lease %d, "
-              "inflight %u, drop %u/1000, dup %u/1000, delay 1-%u ms, fsync 0-%u ms, faults %d, "
-              "conf %d, transfers %d",
+              "inflight %u, drop %u/1000, dup %u/1000, delay 1-%u ms, fsync 0-%u ms, faults %d "
+              "(every ~%llu ms), conf %d, transfers %d",
               (unsigned long long)seed, o.nodes, o.groups, o.voters, o.cfg.pre_vote,
               o.cfg.check_quorum, o.cfg.lease_reads, o.cfg.inflight_max, o.drop_permille,
-              o.dup_permille, o.delay_max_ms, o.fsync_max_ms, w.faults, w.conf_changes,
-              w.transfers);
-    bool live = false;
+              o.dup_permille, o.delay_max_ms, o.fsync_max_ms, w.faults,
+              (unsigned long long)w.fault_gap, w.conf_changes, w.transfers);
+    bool live = false, done = false;
     uint64_t live_end = 0;
-    for (uint64_t guard = 0; guard < 5000000 && !s->failed; guard++) {
+    for (uint64_t guard = 0; guard < 5000000 && !s->failed && !done; guard++) {
         if (!live && s->now >= run_ms) {
             live = true;
             live_end = s->now + LIVE_MS;
@@ -373,11 +395,15 @@ static int run_seed(uint64_t seed, uint64_t run_ms, int trace_mode, struct total
                     struct pend *p = &w.pend[g][w.n_pend[g]++];
                     p->req = s->groups[g].next_req++;
                     p->last = 0;
+                    p->node = 0;
                 }
             clients(&w, false);
         }
         char why[200];
-        if (live && settled(&w, why, sizeof(why))) break;
+        if (live && settled(&w, why, sizeof(why))) {
+            done = true;
+            break;
+        }
         uint64_t next = sim_next_time(s);
         uint64_t a = actions_due(&w, live);
         if (a < next) next = a;
@@ -385,6 +411,7 @@ static int run_seed(uint64_t seed, uint64_t run_ms, int trace_mode, struct total
         if (live && next > live_end) {
             settled(&w, why, sizeof(why));
             sim_fail(s, "liveness: not settled %d ms after healing: %s", LIVE_MS, why);
+            done = true;
             break;
         }
         if (next == UINT64_MAX) next = s->now + 1;
@@ -393,6 +420,8 @@ static int run_seed(uint64_t seed, uint64_t run_ms, int trace_mode, struct total
         if (!s->failed) run_actions(&w, live);
         if (!s->failed) chk_step(s);
     }
+    if (!done && !s->failed)
+        sim_fail(s, "harness: the run made no progress (at %llu ms)", (unsigned long long)s->now);
     if (!s->failed) chk_final(s);
     sim_trace(s,
               "end: %llu steps, %llu messages, %llu elections, %llu applied, %llu reads, "

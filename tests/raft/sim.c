@@ -185,6 +185,8 @@ static bool q_less(const struct net_msg *a, const struct net_msg *b)
 
 static void q_push(struct sim *s, struct net_msg *nm)
 {
+    if (s->q_n >= 200000 && !s->failed)
+        sim_fail(s, "network flooded: %u messages in flight", s->q_n);
     if (s->q_n == s->q_cap) {
         s->q_cap = s->q_cap ? s->q_cap * 2 : 256;
         s->q = xrealloc(s->q, s->q_cap * sizeof(*s->q));
