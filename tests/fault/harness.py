@@ -395,6 +395,8 @@ def converge(cl, limit_s):
     same applied index (read twice, 0.5 s apart, to see a settled state)."""
     deadline = time.monotonic() + limit_s
     last = None
+    views = {}
+    want = min(3, cl.n)
     while time.monotonic() < deadline:
         views = {}
         ok = True
@@ -407,7 +409,6 @@ def converge(cl, limit_s):
             for p in h["partitions"]:
                 views.setdefault(p["partition"], []).append((i, p["applied"], p["hash"]))
         if ok and views:
-            want = 3 if cl.n >= 3 else cl.n
             same = all(len(v) >= want and len({(a, h) for _, a, h in v}) == 1
                        for v in views.values())
             if same and len(views) == cl.args.partitions:
@@ -418,9 +419,9 @@ def converge(cl, limit_s):
             else:
                 last = None
         time.sleep(0.5)
-    diff = None
-    if last is None and "views" in dir():
-        diff = {p: v for p, v in views.items() if len({(a, h) for _, a, h in v}) != 1}
+    # What disagreed at the end: (node, applied, hash) per partition.
+    diff = {p: v for p, v in views.items()
+            if len(v) < want or len({(a, h) for _, a, h in v}) != 1}
     return False, 0, diff
 
 
