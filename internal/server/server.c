@@ -177,6 +177,14 @@ static void on_frame(void *ctx, struct transport_conn *conn, const uint8_t *body
         return;
     }
     if (node && type > CODEC_MSG_HELLO && type < CODEC_MSG_COMMAND) {
+        struct conn_state *hs = transport_conn_data(conn);
+        if (hs && !hs->hello_ok) {
+            /* Not (yet) introduced: a node of another cluster shape must not reach Raft
+             * (its votes would depose our leaders). A peer's queued frames may precede
+             * its hello on a new connection; Raft resends what is dropped here. */
+            metric_inc(s->m.bad_frames);
+            return;
+        }
         int rc = replica_recv_frame(s->rep, id->node_id, body, len);
         if (rc) {
             metric_inc(s->m.bad_frames);
@@ -203,8 +211,27 @@ static void on_frame(void *ctx, struct transport_conn *conn, const uint8_t *body
     server_pump(s);
 }
 
+/* A refused node redials at once: log its refusal at most every 10 s, with the count of
+ * those not logged (left in s->refused_note for the caller's message). */
+static bool server_hello_log_allowed(struct server *s)
+{
+    uint64_t now = clock_mono_ns();
+    if (s->hello_refused_log_ns && now - s->hello_refused_log_ns < 10000000000ull) {
+        s->hello_refused_quiet++;
+        return false;
+    }
+    s->refused_note[0] = 0;
+    if (s->hello_refused_quiet)
+        snprintf(s->refused_note, sizeof(s->refused_note), " (%u more refusals not logged)",
+                 s->hello_refused_quiet);
+    s->hello_refused_log_ns = now;
+    s->hello_refused_quiet = 0;
+    return true;
+}
+
 /* Peers introduce themselves with a hello: a node created with another partition count or
- * protocol version is cut off with a reason in the log. */
+ * protocol version is cut off with a reason in the log. Until a connection's hello has
+ * matched, its Raft frames are dropped (on_frame). */
 static void server_hello_check(struct server *s, struct transport_conn *conn, const uint8_t *body,
                                size_t len)
 {
@@ -212,18 +239,23 @@ static void server_hello_check(struct server *s, struct transport_conn *conn, co
     struct trine_err err = {0};
     const struct transport_identity *id = transport_conn_identity(conn);
     int rc = codec_decode(body, len, &s->lim, s->scratch, &m, &err);
+    struct conn_state *cs = transport_conn_data(conn);
     if (rc == 0 && m.hello.partitions != s->cfg->partitions) {
-        log_error("server",
-                  "node %u runs with %u partitions, this node with %u: refusing it (the partition "
-                  "count is fixed when a cluster is created)",
-                  id->node_id, m.hello.partitions, s->cfg->partitions);
+        if (server_hello_log_allowed(s))
+            log_error("server",
+                      "node %u runs with %u partitions, this node with %u: refusing it (the "
+                      "partition count is fixed when a cluster is created)%s",
+                      id->node_id, m.hello.partitions, s->cfg->partitions, s->refused_note);
         transport_conn_close(conn);
     } else if (rc == 0 && m.hello.node_id != id->node_id) {
-        log_error("server", "node %u's hello claims id %llu: refusing it", id->node_id,
-                  (unsigned long long)m.hello.node_id);
+        if (server_hello_log_allowed(s))
+            log_error("server", "node %u's hello claims id %llu: refusing it%s", id->node_id,
+                      (unsigned long long)m.hello.node_id, s->refused_note);
         transport_conn_close(conn);
     } else if (rc) {
         log_warn("server", "bad hello from node %u: %s", id->node_id, err.msg);
+    } else if (cs) {
+        cs->hello_ok = true;
     }
 }
 

@@ -36,6 +36,7 @@ struct op;
 struct conn_state {
     struct transport_conn *conn;
     struct op *ops; /* in-flight ops answering on this connection */
+    bool hello_ok;  /* a node connection whose hello matched this cluster (server.c) */
 };
 
 typedef void (*op_done_fn)(struct op *op, const struct codec_msg *reply);
@@ -96,7 +97,10 @@ struct server {
     struct fwd *fwd; /* FWD_SLOTS */
     struct fwd *fwd_active;
     uint32_t fwd_count;
-    uint32_t scans_active;       /* scatter scans in progress (scatter.c) */
+    uint32_t scans_active;         /* scatter scans in progress (scatter.c) */
+    uint64_t hello_refused_log_ns; /* last "refusing it" log line (rate limit) */
+    uint32_t hello_refused_quiet;  /* refusals not logged since */
+    char refused_note[64];
     volatile int stop_requested; /* set by signals / server_stop */
     bool stopping;
     uint64_t stop_deadline_ns;
