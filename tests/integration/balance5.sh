@@ -46,13 +46,13 @@ say "cluster status: hosted / primaries / healthy = $view"
 [ "$view" = "$mine" ] || fail "trine cluster status ($view) disagrees with /status ($mine)"
 
 victim=$(top_leader)
-scripts/cluster.sh kill "$victim" --dir "$CL_DIR" >/dev/null
+node_kill "$victim"
 say "node $victim killed"
 survivors=()
 for i in $(seq 1 "$CL_N"); do [ "$i" = "$victim" ] || survivors+=("$i"); done
-wait_for 15 "leaders elected for node $victim's partitions" leaders_settled "${survivors[@]}"
+wait_for 40 "leaders elected for node $victim's partitions" leaders_settled "${survivors[@]}"
 say "survivors lead: $($TT roles $(for i in "${survivors[@]}"; do node_http "$i"; done) |
     awk '{printf "%s:%s ", $1, $2}')"
-scripts/cluster.sh restart "$victim" --dir "$CL_DIR" >/dev/null
+node_restart "$victim"
 wait_for 20 "node $victim healthy after restart" $TT http "$(node_http "$victim")" /health
 balanced_within 15 "after node $victim came back"

@@ -8,10 +8,21 @@
 # to the first successful strong write on a partition it led (a key it
 # served just before) is measured and must be under 3 s, both as the
 # cluster sees it (probes through a survivor every 50 ms) and as a client sees
-# it (one CLI put started at the kill, 10 s budget); the node is then
+# it (one CLI put started at the kill, 10 s budget); and EVERY partition it led
+# must have a new leader within 3 s too (polled on the survivors' /status).
+# The node is then
 # restarted and leadership left to settle. Afterwards every acknowledged put
 # must read back with its value from EVERY node: strong reads at once, fast
 # reads once the replicas' content hashes agree.
+#
+# KNOWN FAILURE (product bug, internal/replica, 2026-11-21): some partitions
+# take 5-25 s to elect a new leader. replica.c seeds each group's Raft with
+# node_seed * 0x9e3779b97f4a7c15 + partition and raft.c seeds its rng with
+# seed ^ (id * 0x9e3779b97f4a7c15): for small partition numbers the node terms
+# cancel, so two or three nodes draw IDENTICAL election timeouts for that
+# partition (15 of 64 partitions on a 3-node cluster, e.g. 0, 24, 30, 48, 56)
+# and split their votes round after round. Do not relax the 3 s bound; fix the
+# seed (e.g. multiply the sum by another odd constant before raft's xor).
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
@@ -21,15 +32,15 @@ DURATION_MS=20000
 NEW_PRIMARY_MAX_MS=3000
 
 cl_start 3
-wait_for 20 "leaders settle after start" leaders_settled
+wait_for 40 "leaders settle after start" leaders_settled
 
 # The driver, against the static library of the flavour under test.
-if [ "$BINDIR" = bin ]; then
-    libtrine=lib/libtrine.a
-    san=""
-else
+san=""
+case $BUILD in */san) san="-fsanitize=address,undefined" ;; esac
+if [ -f "$BINDIR/../lib/libtrine.a" ]; then # bin/ -> lib/
+    libtrine=$BINDIR/../lib/libtrine.a
+else # other flavours: build/<flavour>/pub/
     libtrine=$BUILD/pub/libtrine.a
-    san="-fsanitize=address,undefined"
 fi
 [ -f "$libtrine" ] || fail "$libtrine is not built"
 # shellcheck disable=SC2086,SC2046
@@ -52,10 +63,15 @@ for round in 1 2; do
     survivor=$((victim % CL_N + 1))
     probe=$($TT key-led-by "$(node_ep "$survivor")" "$CL_CERTS" "$victim" "probe$round-") ||
         fail "round $round: no probe key led by node $victim"
-    led=$($TT roles "$(node_http "$victim")" | cut -d' ' -f2)
-    say "round $round: kill -9 node $victim (leads $led partitions; probe key $probe)"
+    led=$($TT led-by "$(node_http "$victim")" "$victim" | tr ' ' ,)
+    say "round $round: kill -9 node $victim (leads partitions $led; probe key $probe)"
     t0=$(now_ms)
     scripts/cluster.sh kill "$victim" --dir "$CL_DIR" >/dev/null
+    # Every partition it led: when does a survivor become its leader?
+    sports=()
+    for i in $(seq 1 "$CL_N"); do [ "$i" = "$victim" ] || sports+=("$(node_http "$i")"); done
+    $TT failover "$t0" 40 "$led" "${sports[@]}" >"$CL_DIR/failover.$round" 2>&1 &
+    fo_pid=$!
     # What a client sees: one library call (the CLI, every endpoint, 10 s budget).
     (
         rc=0
@@ -74,15 +90,23 @@ for round in 1 2; do
     [ "$cli_rc" -eq 0 ] || fail "round $round: client put after the kill: exit $cli_rc after" \
         "$cli_ms ms: $(cat "$CL_DIR/cli.out")"
     say "round $round: a client put started at the kill succeeded after $cli_ms ms"
-    figures+=("$ms (client $cli_ms)")
+    wait $fo_pid || true
+    slowest=$(head -n 1 "$CL_DIR/failover.$round")
+    slowest_ms=$(sed -n 's/^partition [0-9]*: \([0-9]*\) ms.*/\1/p' <<<"$slowest")
+    say "round $round: all $(wc -l <"$CL_DIR/failover.$round") partitions node $victim led" \
+        "have a new leader; slowest: $slowest"
+    figures+=("$ms (client $cli_ms, slowest of its partitions ${slowest_ms:-none})")
     [ "$ms" -le $NEW_PRIMARY_MAX_MS ] ||
         fail "round $round: new primary after $ms ms, want <= $NEW_PRIMARY_MAX_MS ms"
     [ "$cli_ms" -le $NEW_PRIMARY_MAX_MS ] ||
         fail "round $round: the client's put took $cli_ms ms, want <= $NEW_PRIMARY_MAX_MS ms"
+    [ -n "$slowest_ms" ] && [ "$slowest_ms" -le $NEW_PRIMARY_MAX_MS ] ||
+        fail "round $round: partitions led by node $victim without a new leader within" \
+            "$NEW_PRIMARY_MAX_MS ms: $(head -n 5 "$CL_DIR/failover.$round" | paste -sd';')"
     sleep 1
-    scripts/cluster.sh restart "$victim" --dir "$CL_DIR" >/dev/null
+    node_restart "$victim"
     wait_for 20 "node $victim healthy after restart" $TT http "$(node_http "$victim")" /health
-    wait_for 20 "leaders settle after restarting node $victim" leaders_settled
+    wait_for 40 "leaders settle after restarting node $victim" leaders_settled
     say "round $round: node $victim back, leaders settled"
 done
 
@@ -101,7 +125,7 @@ fi
 # Unacknowledged writes are allowed, but with 8 s of retries nearly all must land.
 [ "$acked" -ge $((COUNT * 95 / 100)) ] || fail "only $acked of $COUNT puts acknowledged"
 
-wait_for 20 "leaders settle after the load" leaders_settled
+wait_for 40 "leaders settle after the load" leaders_settled
 eps=()
 for i in $(seq 1 "$CL_N"); do eps+=("$(node_ep "$i")"); done
 $TT verify "$CL_CERTS" "$CL_DIR/acked.tsv" strong "${eps[@]}" ||

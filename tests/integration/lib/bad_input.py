@@ -227,7 +227,6 @@ def main():
     expect_status("oversize key", wire.pack(wire.put_msg(c.new_id(), b"k" * 4097, b"v")),
                   {"TOO_LARGE"})
     # The boundary: a value of exactly --max-value (1 MiB) is accepted and reads back.
-    # (Fails while Raft's entry_bytes_max stays at 256 KiB: see bad_input.sh.)
     r = c.request(wire.put_msg(c.new_id(), b"max-value", b"m" * (1 << 20), "strong"))
     g = c.request(wire.get_msg(c.new_id(), b"max-value", "strong")) if r["status"] == "OK" else r
     report(r["status"] == "OK" and g["status"] == "OK" and len(g.get("value") or "") == 1 << 20,

@@ -30,7 +30,27 @@ node_pid() { cat "$CL_DIR/node-$1/pid" 2>/dev/null || true; }
 node_ep() { echo "127.0.0.1:$((CL_PORT + $1 - 1))"; }
 node_http() { echo $((CL_PORT + 100 + $1 - 1)); }
 node_log() { echo "$CL_DIR/node-$1/trined.log"; }
-node_alive() { local p; p=$(node_pid "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+# A killed process stays a zombie until pid 1 reaps it (seconds in some containers):
+# that is not alive.
+pid_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+node_alive() { pid_alive "$(node_pid "$1")"; }
+# node_kill I: kill -9 node I and wait (up to 10 s) until the process is gone, zombie
+# included: scripts/cluster.sh restart takes a zombie for a running node and would
+# not start it.
+node_wait_gone() {
+    local p n=0
+    p=$(node_pid "$1")
+    while [ -n "$p" ] && kill -0 "$p" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+}
+node_kill() {
+    scripts/cluster.sh kill "$1" --dir "$CL_DIR" >/dev/null
+    node_wait_gone "$1"
+}
+# node_restart I: start node I again (after node_kill or a kill whose zombie is gone).
+node_restart() {
+    node_wait_gone "$1"
+    scripts/cluster.sh restart "$1" --dir "$CL_DIR" >/dev/null
+}
 all_http() { local i; for i in $(seq 1 "$CL_N"); do node_http "$i"; done; }
 
 dump_logs() {
@@ -72,6 +92,7 @@ check_sanitizer_reports() {
 cleanup() {
     local rc=$?
     trap - EXIT
+    set +e # every step below must run, whatever fails
     if [ -n "$CL_DIR" ] && [ -f "$CL_DIR/cluster.env" ]; then
         local i p
         for i in $(seq 1 "$CL_N"); do # a SIGSTOPped node would not see SIGTERM
@@ -82,6 +103,15 @@ cleanup() {
         check_sanitizer_reports || rc=1
     fi
     if [ -n "$CL_DIR" ] && [ -d "$CL_DIR" ]; then
+        if [ $rc -ne 0 ]; then # keep the node logs of a failure next to the suite's log
+            local keep=$BUILD/test-logs/$TEST_NAME-nodes i
+            rm -rf "$keep" && mkdir -p "$keep"
+            for i in $(seq 1 "${CL_N:-0}"); do
+                cp "$(node_log "$i")" "$keep/node-$i.log" 2>/dev/null || true
+            done
+            cp "$CL_DIR"/*.out "$CL_DIR"/*.err "$CL_DIR"/*.log "$keep/" 2>/dev/null || true
+            echo "node logs kept in $keep"
+        fi
         if [ "${TRINE_KEEP:-0}" = 1 ]; then echo "kept $CL_DIR"; else rm -rf "$CL_DIR"; fi
     fi
     [ $rc -eq 0 ] && echo "$TEST_NAME: ok ($(elapsed) s)"

@@ -104,9 +104,40 @@ def alive(node):
         return False
     try:
         os.kill(p, 0)
-        return True
+        with open("/proc/%d/stat" % p) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is not alive
     except OSError:
         return False
+
+
+def wait_gone(node):
+    p = pid(node)
+    for _ in range(100):
+        try:
+            os.kill(p, 0)
+        except OSError:
+            return
+        time.sleep(0.1)
+
+
+def dump_partition_status(message):
+    """Prints the /status rows of the partition a refusal names, from every live node."""
+    import re
+    import urllib.request
+    m = re.search(r"partition (\d+)", message)
+    if not m:
+        return
+    part = int(m.group(1))
+    for node in ep:
+        if not alive(node):
+            continue
+        url = "http://127.0.0.1:%d/status" % (base + 100 + node - 1)
+        try:
+            st = json.loads(urllib.request.urlopen(url, timeout=5).read())
+            row = [x for x in st["partitions"] if x["partition"] == part]
+            say("node %d /status of partition %d: %s" % (node, part, json.dumps(row)))
+        except OSError as e:
+            say("node %d /status: %s" % (node, e))
 
 
 key = "dd-%x" % client_id
@@ -174,7 +205,7 @@ check(r6["status"] == "OK" and r6["version"] == v + 1, "6. first send %s" % r6)
 subprocess.run(["scripts/cluster.sh", "kill", str(L), "--dir", cl_dir], check=True,
                stdout=subprocess.DEVNULL)
 say("6. acknowledged version %d by node %d, which is now killed" % (r6["version"], L))
-deadline, last, r7 = time.time() + 20, None, None
+deadline, last, r7 = time.time() + 40, None, None
 while time.time() < deadline:
     try:
         r7 = send(other, f6)[0]
@@ -188,8 +219,11 @@ say("6. re-send via node %d after the kill: %s version %s (last refusal: %s)" % 
     other, r7["status"], r7.get("version"), last and last["status"]))
 check(r7["status"] == "OK" and r7["version"] == r6["version"],
       "6. re-send after the primary died: %s" % json.dumps(r7))
+if r7["status"] != "OK":
+    dump_partition_status(r7.get("message", ""))
 v += 1
 expect_key(key, v, "six", "6")
+wait_gone(L)  # cluster.sh takes a not yet reaped zombie for a running node
 subprocess.run(["scripts/cluster.sh", "restart", str(L), "--dir", cl_dir], check=True,
                stdout=subprocess.DEVNULL)
 print(json.dumps({"restarted": L}))

@@ -17,6 +17,10 @@ JSON and exits 0 on success, 1 on a failed check, 2 on usage errors.
                                           strong puts of KEY via EP until one succeeds; prints
                                           the ms from T0_MS (wall clock) to that success
   tt.py balance P REPLICAS PORT...        placement and leadership balanced (see cmd_balance)
+  tt.py failover T0_MS TIMEOUT_S PARTS PORT...
+                                          polls the nodes' /status until every partition in PARTS
+                                          (comma list) has a leader among them; prints the ms from
+                                          T0_MS for each, slowest first
   tt.py lagging-read FOLLOWER_ID FOLLOWER_EP FOLLOWER_PID LEADER_EP CERTS KEY
                                           session token on a lagging follower (see below)
 """
@@ -303,7 +307,31 @@ def cmd_balance(a):
     return 1 if problems else 0
 
 
-CMDS = {"balance": cmd_balance, "lagging-read": cmd_lagging_read, "key-led-by": cmd_key_led_by, "probe-write": cmd_probe_write, "http": cmd_http, "roles": cmd_roles, "led-by": cmd_led_by,
+def cmd_failover(a):
+    t0_ms, timeout_s, parts, ports = int(a[0]), float(a[1]), a[2], a[3:]
+    want = {int(x) for x in parts.split(",") if x}
+    done = {}
+    deadline = time.time() + timeout_s
+    while want - set(done) and time.time() < deadline:
+        for p in ports:
+            try:
+                st = status(p)
+            except OSError:
+                continue
+            now = int(time.time() * 1000) - t0_ms
+            for x in st["partitions"]:
+                if x["partition"] in want and x["partition"] not in done and x["role"] == "leader":
+                    done[x["partition"]] = (now, st["node"], x["term"])
+        time.sleep(0.05)
+    rows = sorted(done.items(), key=lambda kv: -kv[1][0])
+    for part in sorted(want - set(done)):
+        print("partition %d: no leader after %.0f s" % (part, timeout_s))
+    for part, (ms, node, term) in rows:
+        print("partition %d: %d ms (node %d, term %d)" % (part, ms, node, term))
+    return 1 if want - set(done) else 0
+
+
+CMDS = {"failover": cmd_failover, "balance": cmd_balance, "lagging-read": cmd_lagging_read, "key-led-by": cmd_key_led_by, "probe-write": cmd_probe_write, "http": cmd_http, "roles": cmd_roles, "led-by": cmd_led_by,
         "leaders-agree": cmd_leaders_agree, "metric": cmd_metric, "get": cmd_get,
         "put": cmd_put, "verify": cmd_verify, "hash-converged": cmd_hash_converged}
 
