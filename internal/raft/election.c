@@ -10,7 +10,8 @@
  *     rejoining after a partition).
  *   - Only voters of the node's own latest configuration campaign.
  *   - Election timeouts are uniform in [election_timeout_ms, 2x), drawn from
- *     the instance's seeded rng (no rand(), no clock).
+ *     the instance's seeded rng (no rand(), no clock); with election_ranks,
+ *     uniform within this node's rank slot of that interval.
  */
 #include <stddef.h>
 
@@ -19,6 +20,12 @@
 void election_reset_timer(struct raft *r)
 {
     uint64_t t = r->cfg.election_timeout_ms;
+    uint32_t ranks = r->cfg.election_ranks;
+    if (ranks > 1) {
+        uint64_t slot = t / ranks ? t / ranks : 1;
+        r->election_due_ms = r->now_ms + t + r->cfg.election_rank * slot + rng_below(&r->rng, slot);
+        return;
+    }
     r->election_due_ms = r->now_ms + t + rng_below(&r->rng, t);
 }
 

@@ -49,6 +49,11 @@ static int check_config(const struct raft_config *c, struct trine_err *err)
     } rules[] = {
         {c->id == 0, "id must be nonzero"},
         {c->election_timeout_ms == 0, "election_timeout_ms must be > 0"},
+        {c->election_ranks && c->election_rank >= c->election_ranks,
+         "election_rank must be < election_ranks"},
+        {c->election_ranks > 1 && !c->pre_vote,
+         "election_ranks needs pre_vote (a low-ranked node with a stale log would otherwise "
+         "keep bumping the term and resetting everyone's timer)"},
         {c->heartbeat_ms == 0 || c->heartbeat_ms >= c->election_timeout_ms,
          "heartbeat_ms must be in (0, election_timeout_ms)"},
         {c->lease_reads && c->lease_drift_ms >= c->election_timeout_ms,

@@ -239,6 +239,15 @@ struct raft_config {
     uint32_t reads_max;           /* pending ReadIndex requests; default 256 */
     uint64_t catchup_lag_max;     /* a learner this close to the leader may be promoted;
                                      default msg_entries_max */
+    /* Ranked election timeouts (0 ranks = off, the default): the timeout interval
+     * [t, 2t) is cut into election_ranks slots and this node draws only from slot
+     * election_rank, so members with distinct ranks never time out together and a
+     * lost leader is replaced in one round (Trine ranks by ring order: the next
+     * preferred replica first). A node that cannot win (its log is behind) only
+     * delays the next rank by one slot. Requires pre_vote: without it such a node
+     * would bump the term on every try and reset the others' timers (livelock). */
+    uint32_t election_rank;
+    uint32_t election_ranks;
 };
 
 /* Fills cfg with the defaults above for node id. */

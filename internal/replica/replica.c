@@ -310,6 +310,11 @@ static int start_group(struct replica *r, struct group *g, struct trine_err *err
     rc_cfg.heartbeat_ms = r->cfg.heartbeat_ms;
     rc_cfg.lease_drift_ms = r->cfg.election_timeout_ms / 10;
     rc_cfg.seed = r->cfg.seed * 0x9e3779b97f4a7c15u + g->partition;
+    /* Rank by ring order, so the next preferred replica replaces a lost primary in one
+     * election round instead of racing the others into split votes. */
+    for (uint32_t i = 0; i < g->conf.n; i++)
+        if (g->conf.servers[i].id == r->cfg.node_id) rc_cfg.election_rank = i;
+    rc_cfg.election_ranks = g->conf.n;
     /* Room for the largest command; the tail holds at least four of them (its buffer is
      * allocated once but only touched pages become resident). */
     rc_cfg.entry_bytes_max = r->lim.entry_bytes_max;

@@ -336,6 +336,8 @@ static void world(struct wl *w, struct sim_opts *o, uint64_t seed)
     o->cfg.pre_vote = knobs >= 10;
     o->cfg.check_quorum = knobs < 10 ? rnd(w, 2) : knobs >= 15;
     o->cfg.lease_reads = o->cfg.check_quorum && rnd(w, 5) == 0;
+    /* Ranked timeouts (they need pre-vote) in a third of the pre-vote seeds. */
+    o->cfg.election_ranks = o->cfg.pre_vote && rnd(w, 3) == 0;
     o->cfg.inflight_max = 1 + (uint32_t)rnd(w, 6);
     o->cfg.msg_entries_max = 1 + (uint32_t)rnd(w, 8);
     o->cfg.tail_entries = 16u << rnd(w, 4);

@@ -557,6 +557,10 @@ static void rep_start(struct sim_rep *rep, const struct raft_conf *boot)
     struct raft_config cfg = s->o.cfg;
     cfg.id = rep->id;
     cfg.seed = rep_seed(s, rep);
+    if (cfg.election_ranks) { /* ranked timeouts: rank by node id */
+        cfg.election_ranks = (uint32_t)s->o.nodes;
+        cfg.election_rank = (uint32_t)((rep->id - 1) % s->o.nodes);
+    }
     struct raft_storage st = {.ctx = rep,
                               .term = st_term,
                               .entries = st_entries,
