@@ -137,11 +137,8 @@ void op_send_reply(struct op *op, const struct codec_msg *reply)
                 log_warn("server", "closing %s: it does not read its replies",
                          transport_conn_addr(op->cs->conn));
                 struct conn_state *cs = op->cs;
-                transport_conn_close(cs->conn);
-                for (struct op *o = cs->ops; o; o = o->next)
-                    o->cs = NULL;
-                free(cs);
-                op->cs = NULL;
+                transport_conn_close(cs->conn); /* no on_close follows */
+                conn_state_free(s, cs);         /* detaches op too */
             }
         } else {
             log_error("server", "cannot encode a %s: %s", codec_msg_name(reply->type), err.msg);

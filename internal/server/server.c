@@ -147,21 +147,33 @@ static int on_accept(void *ctx, struct transport_conn *conn)
     struct conn_state *cs = calloc(1, sizeof(*cs));
     if (!cs) return -1;
     cs->conn = conn;
+    cs->next = s->conns;
+    if (s->conns) s->conns->prev = cs;
+    s->conns = cs;
     transport_conn_set_data(conn, cs);
     return 0;
 }
 
+void conn_state_free(struct server *s, struct conn_state *cs)
+{
+    for (struct op *op = cs->ops; op; op = op->next)
+        op->cs = NULL;
+    if (cs->prev)
+        cs->prev->next = cs->next;
+    else
+        s->conns = cs->next;
+    if (cs->next) cs->next->prev = cs->prev;
+    free(cs);
+}
+
 static void on_close(void *ctx, struct transport_conn *conn, int rc, const char *reason)
 {
-    (void)ctx;
     (void)rc;
     (void)reason;
     struct conn_state *cs = transport_conn_data(conn);
     if (!cs) return;
-    for (struct op *op = cs->ops; op; op = op->next)
-        op->cs = NULL;
-    free(cs);
     transport_conn_set_data(conn, NULL);
+    conn_state_free(ctx, cs);
 }
 
 static void on_frame(void *ctx, struct transport_conn *conn, const uint8_t *body, size_t len)
@@ -229,6 +241,13 @@ static bool server_hello_log_allowed(struct server *s)
     return true;
 }
 
+/* Closes conn (no on_close follows) and frees its state. */
+static void server_refuse_conn(struct server *s, struct transport_conn *conn, struct conn_state *cs)
+{
+    transport_conn_close(conn);
+    if (cs) conn_state_free(s, cs);
+}
+
 /* Peers introduce themselves with a hello: a node created with another partition count or
  * protocol version is cut off with a reason in the log. Until a connection's hello has
  * matched, its Raft frames are dropped (on_frame). */
@@ -246,12 +265,12 @@ static void server_hello_check(struct server *s, struct transport_conn *conn, co
                       "node %u runs with %u partitions, this node with %u: refusing it (the "
                       "partition count is fixed when a cluster is created)%s",
                       id->node_id, m.hello.partitions, s->cfg->partitions, s->refused_note);
-        transport_conn_close(conn);
+        server_refuse_conn(s, conn, cs);
     } else if (rc == 0 && m.hello.node_id != id->node_id) {
         if (server_hello_log_allowed(s))
             log_error("server", "node %u's hello claims id %llu: refusing it%s", id->node_id,
                       (unsigned long long)m.hello.node_id, s->refused_note);
-        transport_conn_close(conn);
+        server_refuse_conn(s, conn, cs);
     } else if (rc) {
         log_warn("server", "bad hello from node %u: %s", id->node_id, err.msg);
     } else if (cs) {
@@ -500,7 +519,9 @@ void server_destroy(struct server *s)
     if (!s) return;
     admin_stop(s);
     if (s->rep) replica_close(s->rep); /* fails pending ops; their replies are dropped below */
-    if (s->t) transport_destroy(s->t);
+    if (s->t) transport_destroy(s->t); /* frees its connections without on_close */
+    while (s->conns)
+        conn_state_free(s, s->conns);
     fwd_free(s);
     for (int i = 0; i < 2; i++)
         if (s->sig_ev[i]) event_free(s->sig_ev[i]);

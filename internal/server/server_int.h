@@ -37,6 +37,7 @@ struct conn_state {
     struct transport_conn *conn;
     struct op *ops; /* in-flight ops answering on this connection */
     bool hello_ok;  /* a node connection whose hello matched this cluster (server.c) */
+    struct conn_state *prev, *next; /* on server.conns (freed at the latest by server_destroy) */
 };
 
 typedef void (*op_done_fn)(struct op *op, const struct codec_msg *reply);
@@ -98,6 +99,7 @@ struct server {
     struct fwd *fwd_active;
     uint32_t fwd_count;
     uint32_t scans_active;         /* scatter scans in progress (scatter.c) */
+    struct conn_state *conns;      /* every accepted connection's state */
     uint64_t hello_refused_log_ns; /* last "refusing it" log line (rate limit) */
     uint32_t hello_refused_quiet;  /* refusals not logged since */
     char refused_note[64];
@@ -112,6 +114,10 @@ struct server {
 uint64_t server_now_ns(void);
 const char *server_member_addr(const struct server *s, uint64_t id);
 void server_pump(struct server *s);
+
+/* Detaches cs's ops (their replies are dropped) and frees cs. Call after the connection
+ * was closed or is being destroyed. */
+void conn_state_free(struct server *s, struct conn_state *cs);
 
 /* route.c */
 void route_frame(struct server *s, struct conn_state *cs, bool from_node, const uint8_t *body,
