@@ -15,14 +15,10 @@
 # must read back with its value from EVERY node: strong reads at once, fast
 # reads once the replicas' content hashes agree.
 #
-# KNOWN FAILURE (product bug, internal/replica, 2026-11-21): some partitions
-# take 5-25 s to elect a new leader. replica.c seeds each group's Raft with
-# node_seed * 0x9e3779b97f4a7c15 + partition and raft.c seeds its rng with
-# seed ^ (id * 0x9e3779b97f4a7c15): for small partition numbers the node terms
-# cancel, so two or three nodes draw IDENTICAL election timeouts for that
-# partition (15 of 64 partitions on a 3-node cluster, e.g. 0, 24, 30, 48, 56)
-# and split their votes round after round. Do not relax the 3 s bound; fix the
-# seed (e.g. multiply the sum by another odd constant before raft's xor).
+# History: before 586ca2d (ranked election timeouts) this failed: replica.c's
+# per-partition seed (node_seed * 0x9e37.. + partition) cancels against
+# raft.c's seed ^ (id * 0x9e37..), so for 15 of 64 partitions two or three
+# nodes drew identical election timeouts and split votes for 5-25 s.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
