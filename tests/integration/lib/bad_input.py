@@ -3,7 +3,7 @@
 one node. Each must get a clear error or a disconnect; a steady client on its
 own connection must be served throughout; the node's memory must stay bounded.
 
-  bad_input.py EP HTTP_PORT CERTS OTHER_CERTS PID MAX_FRAME RSS_MAX_MIB
+  bad_input.py EP HTTP_PORT CERTS OTHER_CERTS PID MAX_FRAME RSS_MAX_MIB LATENCY_MAX_S
 
 Prints one line per case ("ok   name: detail" / "FAIL name: detail"); exit 0 if
 every case held.
@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wire  # noqa: E402
 
 EP, HTTP, CERTS, OTHER, PID = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
-MAX_FRAME, RSS_MAX_MIB = int(sys.argv[6]), int(sys.argv[7])
+MAX_FRAME, RSS_MAX_MIB, LATENCY_MAX_S = int(sys.argv[6]), int(sys.argv[7]), float(sys.argv[8])
 HOST, PORT = wire.addr_of(EP)
 failures = []
 NBIG = 120
@@ -90,7 +90,7 @@ class Steady(threading.Thread):
     def __init__(self):
         super().__init__(daemon=True)
         self.stop = threading.Event()
-        self.ops, self.errors, self.worst = 0, [], 0.0
+        self.ops, self.errors, self.worst, self.retries = 0, [], 0.0, 0
 
     RETRY = {"NOT_LEADER", "UNAVAILABLE", "BUSY", "TIMEOUT", "STALE"}
 
@@ -109,7 +109,6 @@ class Steady(threading.Thread):
     def run(self):
         c = None
         i = 0
-        self.retries = 0
         while not self.stop.is_set():
             i += 1
             t0 = time.time()
@@ -227,8 +226,12 @@ def main():
     expect_status("oversize key", wire.pack(wire.put_msg(c.new_id(), b"k" * 4097, b"v")),
                   {"TOO_LARGE"})
     # The boundary: a value of exactly --max-value (1 MiB) is accepted and reads back.
-    r = c.request(wire.put_msg(c.new_id(), b"max-value", b"m" * (1 << 20), "strong"))
-    g = c.request(wire.get_msg(c.new_id(), b"max-value", "strong")) if r["status"] == "OK" else r
+    # Retried like a client would (a primary may move while the node is loaded).
+    end = time.time() + 10
+    r = steady.call(c, lambda rid: wire.put_msg(rid, b"max-value", b"m" * (1 << 20), "strong",
+                                                client_id=STEADY_ID, seq=1 << 40), end)
+    g = steady.call(c, lambda rid: wire.get_msg(rid, b"max-value", "strong"), end) \
+        if r["status"] == "OK" else r
     report(r["status"] == "OK" and g["status"] == "OK" and len(g.get("value") or "") == 1 << 20,
            "value of exactly --max-value (1 MiB) accepted", "put %s (%s), get %s" % (
                r["status"], r["message"], g["status"]))
@@ -314,7 +317,8 @@ def main():
     report(not steady.errors and steady.ops > 10, "steady client served throughout",
            "%d put+get rounds, %d retries, %d errors %s, worst round %.2f s" % (
                steady.ops, steady.retries, len(steady.errors), steady.errors[:3], steady.worst))
-    report(steady.worst < 5.0, "steady client latency", "worst round %.2f s (bound 5 s)" % steady.worst)
+    report(steady.worst < LATENCY_MAX_S, "steady client latency",
+           "worst round %.2f s (bound %.0f s)" % (steady.worst, LATENCY_MAX_S))
 
     rss2, hwm = proc_kib("VmRSS"), proc_kib("VmHWM")
     grew = (max(rss2, hwm) - rss1) / 1024
