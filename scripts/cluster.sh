@@ -29,7 +29,14 @@ load_env() {
 }
 
 pid_of() { cat "$dir/node-$1/pid" 2>/dev/null || true; }
-alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+# A killed node stays a zombie until reaped; it is not alive.
+alive() {
+    local p st
+    p=$(pid_of "$1")
+    [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 1
+    st=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)
+    [ -n "$st" ] && [ "$st" != Z ]
+}
 
 members() {
     local s="" i

@@ -363,9 +363,10 @@ static const struct codec_field_desc fields_hello[] = {
     {.name = "protocol_version", .kind = CODEC_K_U16, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_hello, protocol_version), .elem_size = sizeof(uint16_t)},
     {.name = "partitions", .kind = CODEC_K_U32, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_hello, partitions), .elem_size = sizeof(uint32_t)},
     {.name = "address", .kind = CODEC_K_STR, .is_array = 0, .limit = CODEC_LIMIT_ADDR, .bound = 0u, .offset = offsetof(struct codec_hello, address), .elem_size = sizeof(struct codec_bytes)},
+    {.name = "draining", .kind = CODEC_K_BOOL, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_hello, draining), .elem_size = sizeof(bool)},
 };
 static const struct codec_struct_desc desc_hello = {
-    "hello", sizeof(struct codec_hello), 6, 5, fields_hello,
+    "hello", sizeof(struct codec_hello), 7, 6, fields_hello,
 };
 
 static const struct codec_field_desc fields_raft_msg[] = {

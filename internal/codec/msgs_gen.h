@@ -312,6 +312,7 @@ struct codec_hello {
     struct codec_bytes address; /* #5 sender's peer address host:port [max addr (256)] */
     uint32_t partitions; /* #4 partition count P: a mismatch closes the connection */
     uint16_t protocol_version; /* #3 sender's CODEC_PROTOCOL_VERSION */
+    bool draining; /* #6 the sender is shutting down: hand it no leadership and count it unavailable for `all` */
 };
 
 /* message 129 raft_msg: one Raft message of one partition's group */

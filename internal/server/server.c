@@ -37,9 +37,14 @@ static void server_arm_timer(struct server *s)
 {
     uint64_t now_ms = clock_mono_ns() / 1000000u;
     uint64_t due = replica_next_deadline(s->rep);
-    uint64_t wait_ms = due > now_ms ? due - now_ms : 0;
     /* Forward deadlines and shutdown progress are checked at least every 100 ms. */
-    if (wait_ms > 100) wait_ms = 100;
+    if (due > now_ms + 100) due = now_ms + 100;
+    /* Only ever move the timer earlier: re-arming on every event would push a
+     * capped timer back forever under steady traffic (heartbeats every 100 ms),
+     * and the tick would never run. */
+    if (evtimer_pending(s->timer_ev, NULL) && due >= s->timer_due_ms) return;
+    s->timer_due_ms = due;
+    uint64_t wait_ms = due > now_ms ? due - now_ms : 0;
     struct timeval tv = {(time_t)(wait_ms / 1000), (suseconds_t)(wait_ms % 1000) * 1000};
     evtimer_add(s->timer_ev, &tv);
 }
@@ -62,6 +67,8 @@ void server_pump(struct server *s)
     server_arm_timer(s);
 }
 
+static void server_send_hello(struct server *s, uint32_t peer);
+
 static void server_begin_stop(struct server *s)
 {
     if (s->stopping) return;
@@ -69,6 +76,10 @@ static void server_begin_stop(struct server *s)
     s->stop_deadline_ns = clock_mono_ns() + (uint64_t)SHUTDOWN_HANDOFF_MS * 1000000u;
     log_info("server", "shutting down: handing off leadership (up to %d ms)", SHUTDOWN_HANDOFF_MS);
     replica_shutdown(s->rep, SHUTDOWN_HANDOFF_MS);
+    /* Tell the peers, or they hand leadership straight back to us (we are the
+     * preferred primary of our partitions). */
+    for (size_t i = 0; i < s->cfg->nmembers; i++)
+        if (s->cfg->members[i].id != s->cfg->id) server_send_hello(s, s->cfg->members[i].id);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -275,6 +286,12 @@ static void server_hello_check(struct server *s, struct transport_conn *conn, co
         log_warn("server", "bad hello from node %u: %s", id->node_id, err.msg);
     } else if (cs) {
         cs->hello_ok = true;
+        if (m.hello.draining) {
+            /* Stop handing it leadership (and fail `all` writes at once) until it
+             * reconnects after its restart. */
+            log_info("server", "node %u is shutting down", id->node_id);
+            replica_peer_reachable(s->rep, id->node_id, false);
+        }
     }
 }
 
@@ -287,6 +304,7 @@ static void server_send_hello(struct server *s, uint32_t peer)
     m.hello.partitions = s->cfg->partitions;
     m.hello.protocol_version = CODEC_PROTOCOL_VERSION;
     m.hello.address = codec_bytes_str(s->cfg->listen);
+    m.hello.draining = s->stopping;
     buf_reset(&s->out);
     if (codec_encode(&s->out, &m, &s->lim, NULL) == 0)
         transport_peer_send(s->t, peer, s->out.data + CODEC_FRAME_HEADER_BYTES,

@@ -82,6 +82,7 @@ struct server {
     const struct server_config *cfg;
     struct event_base *base;
     struct event *timer_ev;
+    uint64_t timer_due_ms; /* when timer_ev fires, if pending (mono ms) */
     struct event *wake_ev;
     struct event *sig_ev[2];
     struct evhttp *http;
