@@ -301,8 +301,8 @@ test-fault: deps
 # build/fp/bin, for the WAL crash matrix (tests/fault/crash_matrix.py). Never installed.
 .PHONY: fault-points test-crash
 fault-points:
-	@CPPFLAGS=-DTRINE_FAULT_POINTS $(MAKE) --no-print-directory BUILD=build/fp BINDIR=build/fp/bin \
-	  LIBDIR=build/fp/pub build/fp/bin/trined
+	@CPPFLAGS=-DTRINE_FAULT_POINTS $(MAKE) --no-print-directory SAN=0 FUZZ=0 BUILD=build/fp \
+	  BINDIR=build/fp/bin LIBDIR=build/fp/pub build/fp/bin/trined
 
 test-crash: deps
 	@$(MAKE) --no-print-directory all fault-tools fault-points

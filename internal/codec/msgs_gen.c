@@ -436,9 +436,10 @@ static const struct codec_field_desc fields_command[] = {
     {.name = "expect_mod_revision", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_command, expect_mod_revision), .elem_size = sizeof(uint64_t)},
     {.name = "conf", .kind = CODEC_K_STRUCT, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_command, conf), .elem_size = sizeof(struct codec_conf), .sub = &desc_conf},
     {.name = "now_ms", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_command, now_ms), .elem_size = sizeof(uint64_t)},
+    {.name = "fast", .kind = CODEC_K_BOOL, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_command, fast), .elem_size = sizeof(bool)},
 };
 static const struct codec_struct_desc desc_command = {
-    "command", sizeof(struct codec_command), 14, 10, fields_command,
+    "command", sizeof(struct codec_command), 15, 11, fields_command,
 };
 
 static const struct codec_msg_desc msg_put_req = {

@@ -377,6 +377,7 @@ struct codec_command {
     struct codec_conf conf; /* #9 conf_change: the change */
     uint64_t now_ms; /* #10 the primary's wall clock (ms since the Unix epoch) when it proposed the entry: apply judges TTL expiry by it, so every replica decides alike */
     uint8_t op; /* #1 enum codec_cmd_op: operation */
+    bool fast; /* #11 proposed at fast consistency (may be acknowledged before commit): only such entries become recorded rollbacks when truncated */
 };
 
 /* Message type ids (the first element of every message array). */

@@ -35,6 +35,7 @@ int cmd_encode(struct replica *r, const struct cmd *c, struct buf *out)
     m.command.seq = c->seq;
     m.command.expect_mod_revision = c->expect_mod_revision;
     m.command.now_ms = c->now_ms;
+    m.command.fast = c->fast;
     buf_reset(out);
     struct trine_err err = {0};
     int rc = codec_encode_body(out, &m, &r->lim, &err);
@@ -60,6 +61,7 @@ int cmd_decode(struct replica *r, const uint8_t *data, uint32_t len, struct cmd 
     c->seq = m.command.seq;
     c->expect_mod_revision = m.command.expect_mod_revision;
     c->now_ms = m.command.now_ms;
+    c->fast = m.command.fast;
     return 0;
 }
 
@@ -131,7 +133,13 @@ static int rb_one(void *arg, const struct raft_entry *e)
     struct rb_ctx *c = arg;
     if (!(e->flags & RAFT_ENTRY_LOCAL) || e->type != RAFT_ENTRY_NORMAL || e->len == 0) return 0;
     struct cmd cmd;
-    if (cmd_decode(c->r, e->data, e->len, &cmd) < 0) memset(&cmd, 0, sizeof(cmd));
+    if (cmd_decode(c->r, e->data, e->len, &cmd) < 0) {
+        memset(&cmd, 0, sizeof(cmd));
+        cmd.fast = true; /* cannot tell: record it rather than risk a silent loss */
+    }
+    /* Only a fast write can have been acknowledged before commit; a truncated strong or
+     * all write was never acknowledged (its waiter fails "not applied"). */
+    if (!cmd.fast) return 0;
     char head[256];
     int n = snprintf(head, sizeof(head),
                      "{\"partition\":%u,\"index\":%llu,\"term\":%llu,\"op\":\"%s\",\"key\":\"",

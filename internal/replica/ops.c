@@ -338,7 +338,8 @@ int replica_write(struct replica *r, const struct replica_write *wr, replica_don
                     .expire_at_ms = wr->ttl_ms && wr->op != REPLICA_DELETE ? real + wr->ttl_ms : 0,
                     .client_id = wr->client_id,
                     .seq = wr->seq,
-                    .now_ms = real};
+                    .now_ms = real,
+                    .fast = wr->consistency == REPLICA_FAST && wr->op != REPLICA_CAS};
     int rc = cmd_encode(r, &c, &r->cmd_buf);
     if (rc < 0) return now_answer(res, rc, "command does not encode");
     uint64_t index, term;

@@ -361,6 +361,7 @@ struct cmd {
     const uint8_t *value;
     uint32_t value_len;
     uint64_t expected_version, expire_at_ms, client_id, seq, expect_mod_revision, now_ms;
+    bool fast; /* may be acknowledged before commit: a rollback of it is recorded */
 };
 int cmd_encode(struct replica *r, const struct cmd *c, struct buf *out);
 int cmd_decode(struct replica *r, const uint8_t *data, uint32_t len, struct cmd *c);

@@ -253,7 +253,7 @@ def main():
     raft = wire.pack([129, 0, 0, 1, 2, 999999, 999999, 999999, 0, False, 0, 0, 0, [],
                       [0, 0, [], []]])
     expect_status("raft_msg from a client", raft, {"UNSUPPORTED"})
-    expect_status("hello from a client", wire.pack([128, 1, 0, 1, 64, "127.0.0.1:1"]),
+    expect_status("hello from a client", wire.pack([128, 1, 0, 1, 64, "127.0.0.1:1", False]),
                   {"UNSUPPORTED"})
     time.sleep(0.3)
     term1 = max(x["term"] for x in json.loads(urllib.request.urlopen(
