@@ -19,13 +19,15 @@ done
 echo
 echo "== A tour (every command below works in your shell after the eval line)"
 run() { echo "\$ $*"; "$@" || true; }
-run bin/trine --consistency fast put greeting "hello, fast"
-run bin/trine --consistency fast get greeting
-run bin/trine --consistency strong put greeting "hello, strong"
-run bin/trine --consistency strong get greeting
-run bin/trine --consistency all put greeting "hello, all"
-run bin/trine cas greeting 3 "swapped"
-run bin/trine scan gree
+key="greeting:$(date +%H%M%S)" # fresh each run: the cluster keeps its data across runs
+run bin/trine --consistency fast put "$key" "hello, fast"
+run bin/trine --consistency fast get "$key"
+run bin/trine --consistency strong put "$key" "hello, strong"
+run bin/trine --consistency strong get "$key"
+run bin/trine --consistency all put "$key" "hello, all"
+run bin/trine cas "$key" 3 "swapped"
+run bin/trine scan greeting:
+sleep 2 # let leadership settle on each partition's preferred primary
 run bin/trine cluster status
 cat <<EOT
 
