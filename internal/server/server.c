@@ -538,8 +538,10 @@ void server_destroy(struct server *s)
     admin_stop(s);
     if (s->rep) replica_close(s->rep); /* fails pending ops; their replies are dropped below */
     if (s->t) transport_destroy(s->t); /* frees its connections without on_close */
-    while (s->conns)
-        conn_state_free(s, s->conns);
+    for (struct conn_state *cs = s->conns, *next; cs; cs = next) {
+        next = cs->next;
+        conn_state_free(s, cs);
+    }
     fwd_free(s);
     for (int i = 0; i < 2; i++)
         if (s->sig_ev[i]) event_free(s->sig_ev[i]);
