@@ -197,6 +197,10 @@ def main():
     print("crash-matrix: seed=%d cases=%s" % (args.seed, ",".join(c[0] for c in cases)),
           flush=True)
     base = tempfile.mkdtemp(prefix="trine-crash-")
+    # Its own copy of the fault-point trined: a rebuild in the tree mid-run must not mix versions.
+    os.makedirs(os.path.join(base, "bin"))
+    shutil.copy2(os.path.join(args.fp_bindir, "trined"), os.path.join(base, "bin", "trined"))
+    args.fp_bindir = os.path.join(base, "bin")
     net = netns.Net("%04x" % random.SystemRandom().randrange(0, 0x10000), 3)
     failed = []
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(130))

@@ -493,6 +493,11 @@ def main():
     rng = random.Random(args.seed)
     run_dir = os.path.abspath(args.dir or tempfile.mkdtemp(prefix="trine-fault-"))
     os.makedirs(os.path.join(run_dir, "hist"), exist_ok=True)
+    # The run uses its own copy of trined: a rebuild in the tree during a long
+    # run must not put two versions of the entry format in one cluster.
+    os.makedirs(os.path.join(run_dir, "bin"), exist_ok=True)
+    shutil.copy2(os.path.join(args.bindir, "trined"), os.path.join(run_dir, "bin", "trined"))
+    args.bindir = os.path.join(run_dir, "bin")
     run_id = "%04x" % random.SystemRandom().randrange(0, 0x10000)
     net = netns.Net(run_id, args.nodes)
     cl = None

@@ -158,8 +158,8 @@ func TestHealToWrite(t *testing.T) {
 		{Op: "put", Key: "f/0/0", St: "ok", Ret: 11_000_000}, // fast: not a strong write
 	}
 	rep := report{HealByKind: map[string][]float64{}}
-	healToWrite(hist, []fault{{Kind: "kill", Heal: 10_000_000}, {Kind: "pause", Heal: 40_000_000}},
-		&rep)
+	healToWrite([]fault{{Kind: "kill", Heal: 10_000_000}, {Kind: "pause", Heal: 40_000_000}}, &rep,
+		hist)
 	if len(rep.HealToWriteMs) != 1 || rep.HealToWriteMs[0] != 20 || rep.NeverWrote != 1 {
 		t.Fatalf("%+v", rep)
 	}

@@ -90,6 +90,12 @@ type report struct {
 }
 
 func readJSONL[T any](path string, out *[]T) error {
+	return eachJSONL(path, func(v T) { *out = append(*out, v) })
+}
+
+// eachJSONL decodes a JSON-lines file one line at a time (histories of long
+// runs are gigabytes: only what a check needs is kept).
+func eachJSONL[T any](path string, fn func(T)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -110,7 +116,7 @@ func readJSONL[T any](path string, out *[]T) error {
 			}
 			return fmt.Errorf("%s:%d: %v", path, ln, err)
 		}
-		*out = append(*out, v)
+		fn(v)
 	}
 	return sc.Err()
 }
@@ -129,10 +135,31 @@ func main() {
 		*html = filepath.Join(*dir, "linearizability.html")
 	}
 	t0 := time.Now()
-	var hist, final []rec
+	rep := report{Verdict: "linearizable", HealByKind: map[string][]float64{}}
+	// One pass; each record is kept only as far as a check needs it.
+	var reg, adds, fast, final []rec
 	files, _ := filepath.Glob(filepath.Join(*dir, "hist", "hist-*.jsonl"))
 	for _, f := range files {
-		if err := readJSONL(f, &hist); err != nil {
+		err := eachJSONL(f, func(r rec) {
+			rep.Ops++
+			if r.St == "unknown" {
+				rep.Unknown++
+			}
+			switch {
+			case strings.HasPrefix(r.Key, "r/"):
+				rep.RegisterOps++
+				reg = append(reg, r)
+			case r.Op == "add":
+				rep.SetAdds++
+				adds = append(adds, rec{Op: r.Op, Key: r.Key, V: r.V, St: r.St, Ret: r.Ret, Err: r.Err})
+			case strings.HasPrefix(r.Key, "f/"):
+				rep.FastPuts++
+				if r.St == "ok" {
+					fast = append(fast, rec{Op: r.Op, Key: r.Key, St: r.St})
+				}
+			}
+		})
+		if err != nil {
 			fail(err)
 		}
 	}
@@ -147,27 +174,10 @@ func main() {
 			fail(err)
 		}
 	}
-	rep := report{Verdict: "linearizable", HealByKind: map[string][]float64{}}
-	rep.Ops = len(hist)
-	var reg []rec
-	for _, r := range hist {
-		if r.St == "unknown" {
-			rep.Unknown++
-		}
-		switch {
-		case strings.HasPrefix(r.Key, "r/"):
-			rep.RegisterOps++
-			reg = append(reg, r)
-		case r.Op == "add":
-			rep.SetAdds++
-		case strings.HasPrefix(r.Key, "f/"):
-			rep.FastPuts++
-		}
-	}
 	checkRegister(reg, *timeout, *html, &rep)
-	checkSet(hist, final, &rep)
-	checkFast(hist, final, *rbs, &rep)
-	healToWrite(hist, faults, &rep)
+	checkSet(adds, final, &rep)
+	checkFast(fast, final, *rbs, &rep)
+	healToWrite(faults, &rep, reg, adds)
 	rep.CheckSeconds = time.Since(t0).Seconds()
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	fmt.Println(string(b))
@@ -213,29 +223,46 @@ func checkRegister(reg []rec, timeout time.Duration, htmlPath string, rep *repor
 			Output: out, Return: ret})
 	}
 	rep.Keys = len(keys)
-	res, info := porcupine.CheckOperationsVerbose(registerModel, ops, timeout)
-	switch res {
-	case porcupine.Ok:
-		rep.Verdict = "linearizable"
-	case porcupine.Illegal:
-		rep.Verdict = "VIOLATION"
-		// Which keys: check each alone (cheap next to the full run).
-		byKey := map[string][]porcupine.Operation{}
-		for _, op := range ops {
-			k := op.Input.(regInput).key
-			byKey[k] = append(byKey[k], op)
+	// One key at a time (not all partitions at once: Porcupine's search state
+	// for a long run's 200 keys in parallel does not fit in memory).
+	byKey := map[string][]porcupine.Operation{}
+	for _, op := range ops {
+		k := op.Input.(regInput).key
+		byKey[k] = append(byKey[k], op)
+	}
+	ops = nil
+	order := make([]string, 0, len(byKey))
+	for k := range byKey {
+		order = append(order, k)
+	}
+	sort.Strings(order)
+	deadline := time.Now().Add(timeout)
+	unknown := false
+	for _, k := range order {
+		left := time.Until(deadline)
+		if left <= 0 {
+			unknown = true
+			break
 		}
-		for k, kops := range byKey {
-			if porcupine.CheckOperationsTimeout(registerModel, kops, timeout/4) == porcupine.Illegal {
-				rep.BadKeys = append(rep.BadKeys, k)
+		res, info := porcupine.CheckOperationsVerbose(registerModel, byKey[k], left)
+		switch res {
+		case porcupine.Illegal:
+			rep.BadKeys = append(rep.BadKeys, k)
+			if rep.HTML == "" && porcupine.VisualizePath(registerModel, info, htmlPath) == nil {
+				rep.HTML = htmlPath
 			}
+		case porcupine.Unknown:
+			unknown = true
 		}
-		sort.Strings(rep.BadKeys)
-		if err := porcupine.VisualizePath(registerModel, info, htmlPath); err == nil {
-			rep.HTML = htmlPath
-		}
-	default:
+		delete(byKey, k)
+	}
+	switch {
+	case len(rep.BadKeys) > 0:
+		rep.Verdict = "VIOLATION"
+	case unknown:
 		rep.Verdict = "UNKNOWN" // Porcupine ran out of time: no verdict, not a pass
+	default:
+		rep.Verdict = "linearizable"
 	}
 }
 
@@ -362,9 +389,9 @@ func checkFast(hist, final []rec, rbs string, rep *report) {
 
 // healToWrite: for each healed fault, the first strong write acknowledged at
 // or after the heal, in ms after it.
-func healToWrite(hist []rec, faults []fault, rep *report) {
+func healToWrite(faults []fault, rep *report, hists ...[]rec) {
 	var acks []int64
-	for _, r := range hist {
+	for _, r := range concatIter(hists) {
 		if r.St != "ok" || r.Op == "get" || strings.HasPrefix(r.Key, "f/") {
 			continue
 		}
@@ -389,4 +416,20 @@ func healToWrite(hist []rec, faults []fault, rep *report) {
 		rep.HealToWriteMs = append(rep.HealToWriteMs, ms)
 		rep.HealByKind[f.Kind] = append(rep.HealByKind[f.Kind], ms)
 	}
+}
+
+// concatIter lists the records of several slices without copying them into one.
+func concatIter(hists [][]rec) []rec {
+	if len(hists) == 1 {
+		return hists[0]
+	}
+	n := 0
+	for _, h := range hists {
+		n += len(h)
+	}
+	out := make([]rec, 0, n)
+	for _, h := range hists {
+		out = append(out, h...)
+	}
+	return out
 }
