@@ -525,8 +525,8 @@ def main():
         hist = os.path.join(run_dir, "hist")
         ops_each = max(1, args.ops_max // 3)
         # Keys per group of 8 register clients grow with the run so that one
-        # key's history stays small enough for Porcupine (~10k operations).
-        reg_keys = args.register_keys or max(8, int(args.seconds / 20))
+        # key's history stays small enough for Porcupine (a few thousand operations).
+        reg_keys = args.register_keys or max(8, int(args.seconds / 4))
         spec = [("register", args.register_clients, 0, reg_keys),
                 ("set", args.set_clients, 1000, 4), ("fast", args.fast_clients, 2000, 1)]
         for mode, n, base, keys in spec:
