@@ -307,3 +307,12 @@ fault-points:
 test-crash: deps
 	@$(MAKE) --no-print-directory all fault-tools fault-points
 	@BUILD=$(BUILD) BINDIR=$(BINDIR) tests/fault/crash_matrix.py $(if $(SEED),--seed $(SEED))
+
+# Regression tests for anomalies the fault harness found (docs/testing.md): a cmocka
+# binary among the unit tests, so tests/run.sh runs it with them.
+$(BUILD)/tests/test_fault_apply: $(BUILD)/obj/tests/fault/test_fault_apply.o $(TESTLIB) \
+  $(call modlibs,$(LINK_replica))
+	@mkdir -p $(@D)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(EXT_LIBS) $(CMOCKA_LIBS)
+unit: $(BUILD)/tests/test_fault_apply

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/assert.h"
 #include "base/log.h"
 #include "metrics/metrics.h"
 #include "replica/replica_int.h"
@@ -81,10 +82,14 @@ void cmd_to_store_op(struct replica *r, const struct raft_entry *e, struct store
     if (e->type != RAFT_ENTRY_NORMAL || e->len == 0) return;
     struct cmd c;
     if (cmd_decode(r, e->data, e->len, &c) < 0 || c.op >= sizeof(op_map)) {
-        /* Every replica decodes the same bytes the same way: a no-op everywhere. */
-        log_part(LOG_LEVEL_ERROR, "replica", 0, "entry %llu of a partition is undecodable",
-                 (unsigned long long)e->index);
-        return;
+        /* Never skip a committed entry: another replica (another binary version,
+         * docs/testing.md anomaly 1) may decode it, and a skip would make this
+         * replica's state diverge silently at the same applied index. */
+        trine_fatal("replica",
+                    "committed entry %llu (term %llu, %u bytes) cannot be decoded: "
+                    "stopping rather than skipping it (was this node upgraded across an "
+                    "incompatible change of the command format?)",
+                    (unsigned long long)e->index, (unsigned long long)e->term, e->len);
     }
     op->type = op_map[c.op];
     op->key = c.key;

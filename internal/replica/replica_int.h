@@ -365,7 +365,8 @@ struct cmd {
 };
 int cmd_encode(struct replica *r, const struct cmd *c, struct buf *out);
 int cmd_decode(struct replica *r, const uint8_t *data, uint32_t len, struct cmd *c);
-/* Fills op for a committed entry (NOOP for no-op/conf entries and undecodable data). */
+/* Fills op for a committed entry (NOOP for no-op/conf entries); stops the process
+ * (trine_fatal) on data it cannot decode: skipping would diverge the replicas. */
 void cmd_to_store_op(struct replica *r, const struct raft_entry *e, struct store_op *op);
 int rollback_record(struct replica *r, struct group *g, uint64_t from, uint64_t to, bool exact);
 
