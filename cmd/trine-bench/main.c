@@ -53,6 +53,18 @@ static int parse_uint(const char *name, const char *s, unsigned long max, unsign
     return 0;
 }
 
+static int parse_seconds(const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || end == s || v <= 0 || v > 86400) {
+        fprintf(stderr, "trine-bench: --seconds: '%s' is not in (0, 86400]\n", s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 static int storage_main(int argc, char **argv)
 {
     struct bench_opts o;
@@ -88,15 +100,9 @@ static int storage_main(int argc, char **argv)
             if (parse_uint("--batch", optarg, 1u << 20, &v)) return 2;
             o.batch = (uint32_t)v;
             break;
-        case 's': {
-            char *end;
-            o.seconds = strtod(optarg, &end);
-            if (*end || o.seconds <= 0 || o.seconds > 86400) {
-                fprintf(stderr, "trine-bench: --seconds: '%s' is not in (0, 86400]\n", optarg);
-                return 2;
-            }
+        case 's':
+            if (parse_seconds(optarg, &o.seconds)) return 2;
             break;
-        }
         case 'd':
             parent = optarg;
             break;
@@ -241,15 +247,9 @@ static int cluster_main(int argc, char **argv)
             if (parse_uint("--value-size", optarg, 1u << 20, &v)) return 2;
             o.value_bytes = (uint32_t)v;
             break;
-        case 's': {
-            char *end;
-            o.seconds = strtod(optarg, &end);
-            if (*end || o.seconds <= 0 || o.seconds > 86400) {
-                fprintf(stderr, "trine-bench: --seconds: '%s' is not in (0, 86400]\n", optarg);
-                return 2;
-            }
+        case 's':
+            if (parse_seconds(optarg, &o.seconds)) return 2;
             break;
-        }
         case 'S':
             if (parse_uint("--seed", optarg, ~0ul, &v)) return 2;
             o.seed = v;

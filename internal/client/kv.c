@@ -51,6 +51,23 @@ static int kv_version_of(void *arg, const struct codec_msg *m)
     return 0;
 }
 
+/* The shared tail of put and cas: route by key as a write, keep the reply's version. */
+static int kv_write(trine_client_t *c, struct codec_msg *m, const void *key, size_t key_len,
+                    const struct trine_opts *opts, struct trine_result *res, struct trine_err *err)
+{
+    struct trine_result version = {0};
+    struct client_req req = {.msg = m,
+                             .key = key,
+                             .key_len = key_len,
+                             .write = true,
+                             .opts = opts,
+                             .on_reply = kv_version_of,
+                             .arg = &version};
+    int rc = kv_run(c, &req, res, err);
+    res->version = version.version;
+    return rc;
+}
+
 int trine_kv_put(trine_client_t *c, const void *key, size_t key_len, const void *value,
                  size_t value_len, const struct trine_opts *opts, struct trine_result *res)
 {
@@ -63,17 +80,7 @@ int trine_kv_put(trine_client_t *c, const void *key, size_t key_len, const void 
     m.put_req.key = kv_bytes(key, key_len);
     m.put_req.value = kv_bytes(value, value_len);
     m.put_req.ttl_ms = opts != NULL ? opts->ttl_ms : 0;
-    struct trine_result version = {0};
-    struct client_req req = {.msg = &m,
-                             .key = key,
-                             .key_len = key_len,
-                             .write = true,
-                             .opts = opts,
-                             .on_reply = kv_version_of,
-                             .arg = &version};
-    int rc = kv_run(c, &req, res, &err);
-    res->version = version.version;
-    return rc;
+    return kv_write(c, &m, key, key_len, opts, res, &err);
 }
 
 struct kv_get_out {
@@ -167,17 +174,7 @@ int trine_kv_cas(trine_client_t *c, const void *key, size_t key_len, uint64_t ex
     m.cas_req.expected_version = expected_version;
     m.cas_req.value = kv_bytes(value, value_len);
     m.cas_req.ttl_ms = opts != NULL ? opts->ttl_ms : 0;
-    struct trine_result version = {0};
-    struct client_req req = {.msg = &m,
-                             .key = key,
-                             .key_len = key_len,
-                             .write = true,
-                             .opts = opts,
-                             .on_reply = kv_version_of,
-                             .arg = &version};
-    int rc = kv_run(c, &req, res, &err);
-    res->version = version.version;
-    return rc;
+    return kv_write(c, &m, key, key_len, opts, res, &err);
 }
 
 /* ---- scan ---- */
