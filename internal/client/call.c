@@ -50,58 +50,6 @@ static enum call_action call_action_of(int code)
     return ACT_FINAL;
 }
 
-/* f names a union member: it cannot be parenthesized. */
-/* NOLINTBEGIN(bugprone-macro-parentheses) */
-#define REP(t, f)                                                                                  \
-    {                                                                                              \
-        CODEC_MSG_##t, offsetof(struct codec_msg, f.hdr)                                           \
-    }
-static const struct {
-    uint8_t type;
-    size_t off;
-} call_rep_hdrs[] = {
-    REP(ERROR_REPLY, error_reply),
-    REP(PUT_REPLY, put_reply),
-    REP(GET_REPLY, get_reply),
-    REP(DELETE_REPLY, delete_reply),
-    REP(CAS_REPLY, cas_reply),
-    REP(SCAN_REPLY, scan_reply),
-    REP(CLUSTER_STATUS_REPLY, cluster_status_reply),
-    REP(PARTITION_MAP_REPLY, partition_map_reply),
-};
-static const struct {
-    uint8_t type;
-    size_t off;
-} call_req_hdrs[] = {
-    REP(PUT_REQ, put_req),
-    REP(GET_REQ, get_req),
-    REP(DELETE_REQ, delete_req),
-    REP(CAS_REQ, cas_req),
-    REP(SCAN_REQ, scan_req),
-    REP(CLUSTER_STATUS_REQ, cluster_status_req),
-    REP(PARTITION_MAP_REQ, partition_map_req),
-};
-#undef REP
-/* NOLINTEND(bugprone-macro-parentheses) */
-
-const struct codec_rep_header *client_rep_hdr(const struct codec_msg *m)
-{
-    for (size_t i = 0; i < sizeof(call_rep_hdrs) / sizeof(call_rep_hdrs[0]); i++) {
-        if (call_rep_hdrs[i].type == m->type)
-            return (const struct codec_rep_header *)((const char *)m + call_rep_hdrs[i].off);
-    }
-    return NULL;
-}
-
-struct codec_req_header *client_req_hdr(struct codec_msg *m)
-{
-    for (size_t i = 0; i < sizeof(call_req_hdrs) / sizeof(call_req_hdrs[0]); i++) {
-        if (call_req_hdrs[i].type == m->type)
-            return (struct codec_req_header *)((char *)m + call_req_hdrs[i].off);
-    }
-    return NULL;
-}
-
 int client_status_from_wire(unsigned status)
 {
     /* Unknown codes are INTERNAL (docs/protocol.md); local codes never travel. */
@@ -182,7 +130,7 @@ static void call_attempt(struct trine_client *c, const struct client_req *req,
     t->rc = client_conn_recv(conn, &c->limits, deadline_ns, &rep, err);
     if (t->rc != 0) goto out;
     t->conn_ok = true;
-    const struct codec_rep_header *h = client_rep_hdr(&rep);
+    const struct codec_rep_header *h = codec_rep_header(&rep);
     bool ours =
         h != NULL && (h->req_id == req_id || (rep.type == CODEC_MSG_ERROR_REPLY && h->req_id == 0));
     bool expected = rep.type == req->msg->type + 64 || rep.type == CODEC_MSG_ERROR_REPLY;
@@ -225,7 +173,7 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
     uint64_t deadline_ns = client_deadline_ns(req->opts);
     enum trine_consistency level = client_consistency(req->opts);
     res->consistency = level;
-    struct codec_req_header *hdr = client_req_hdr(req->msg);
+    struct codec_req_header *hdr = codec_req_header(req->msg);
     hdr->req_id = __atomic_add_fetch(&c->next_req_id, 1, __ATOMIC_RELAXED);
     hdr->client_id = c->client_id;
     hdr->seq = req->write ? __atomic_add_fetch(&c->next_seq, 1, __ATOMIC_RELAXED) : 0;

@@ -185,12 +185,10 @@ struct client_req {
  * gets the header fields of the final reply; err the detail. */
 int client_call(struct trine_client *c, const struct client_req *req, struct trine_result *res,
                 struct trine_err *err);
-/* Reply header of any reply message, NULL if m is not a reply. */
-const struct codec_rep_header *client_rep_hdr(const struct codec_msg *m);
+
 /* Wire status (0 = ok) as a return code; unknown codes become INTERNAL. */
 int client_status_from_wire(unsigned status);
 /* Request header of any client request, NULL otherwise. */
-struct codec_req_header *client_req_hdr(struct codec_msg *m);
 
 /* ---- client.c ---- */
 

@@ -153,7 +153,7 @@ static int route_fetch(struct trine_client *c, struct client_endpoint *ep, uint6
     struct codec_msg rep;
     if (rc == 0) rc = client_conn_recv(conn, &c->limits, deadline_ns, &rep, err);
     if (rc == 0) {
-        const struct codec_rep_header *h = client_rep_hdr(&rep);
+        const struct codec_rep_header *h = codec_rep_header(&rep);
         if (h == NULL || h->req_id != req.partition_map_req.hdr.req_id)
             rc = err_set(err, -TRINE_EBAD_REQUEST, "%s: unexpected reply to partition_map_req",
                          ep->addr);

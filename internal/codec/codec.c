@@ -10,6 +10,8 @@
  */
 #include "codec/codec.h"
 
+#include <stddef.h>
+
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,4 +195,57 @@ struct codec_bytes codec_bytes_str(const char *s)
 {
     struct codec_bytes b = {(const uint8_t *)s, (uint32_t)strlen(s)};
     return b;
+}
+
+/* Every request and reply starts with its common header, `hdr` (schema field #1). */
+/* f names a union member: it cannot be parenthesized. */
+/* NOLINTBEGIN(bugprone-macro-parentheses) */
+#define REP(t, f)                                                                                  \
+    {                                                                                              \
+        CODEC_MSG_##t, offsetof(struct codec_msg, f.hdr)                                           \
+    }
+static const struct {
+    uint8_t type;
+    size_t off;
+} codec_rep_hdrs[] = {
+    REP(ERROR_REPLY, error_reply),
+    REP(PUT_REPLY, put_reply),
+    REP(GET_REPLY, get_reply),
+    REP(DELETE_REPLY, delete_reply),
+    REP(CAS_REPLY, cas_reply),
+    REP(SCAN_REPLY, scan_reply),
+    REP(CLUSTER_STATUS_REPLY, cluster_status_reply),
+    REP(PARTITION_MAP_REPLY, partition_map_reply),
+};
+static const struct {
+    uint8_t type;
+    size_t off;
+} codec_req_hdrs[] = {
+    REP(PUT_REQ, put_req),
+    REP(GET_REQ, get_req),
+    REP(DELETE_REQ, delete_req),
+    REP(CAS_REQ, cas_req),
+    REP(SCAN_REQ, scan_req),
+    REP(CLUSTER_STATUS_REQ, cluster_status_req),
+    REP(PARTITION_MAP_REQ, partition_map_req),
+};
+#undef REP
+/* NOLINTEND(bugprone-macro-parentheses) */
+
+struct codec_rep_header *codec_rep_header(struct codec_msg *m)
+{
+    for (size_t i = 0; i < sizeof(codec_rep_hdrs) / sizeof(codec_rep_hdrs[0]); i++) {
+        if (codec_rep_hdrs[i].type == m->type)
+            return (struct codec_rep_header *)((char *)m + codec_rep_hdrs[i].off);
+    }
+    return NULL;
+}
+
+struct codec_req_header *codec_req_header(struct codec_msg *m)
+{
+    for (size_t i = 0; i < sizeof(codec_req_hdrs) / sizeof(codec_req_hdrs[0]); i++) {
+        if (codec_req_hdrs[i].type == m->type)
+            return (struct codec_req_header *)((char *)m + codec_req_hdrs[i].off);
+    }
+    return NULL;
 }

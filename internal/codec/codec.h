@@ -97,6 +97,11 @@ int codec_decode_frame(const uint8_t *p, size_t n, const struct codec_limits *li
  * element by element). Messages of unknown type are never equal. */
 bool codec_msg_equal(const struct codec_msg *a, const struct codec_msg *b);
 
+/* The common header of a client request / reply (every one has field `hdr`), or NULL
+ * for other message types. Points into m. */
+struct codec_req_header *codec_req_header(struct codec_msg *m);
+struct codec_rep_header *codec_rep_header(struct codec_msg *m);
+
 /* Schema name of a message type ("put_req"), or NULL if unknown. */
 const char *codec_msg_name(unsigned type);
 

@@ -80,7 +80,7 @@ int fwd_send(struct server *s, struct op *op, uint32_t target, uint32_t partitio
     if (f->id != 0) return -TRINE_EBUSY;
 
     struct codec_msg copy = *req;
-    struct codec_req_header *h = msg_req_header(&copy);
+    struct codec_req_header *h = codec_req_header(&copy);
     if (!h) return -TRINE_EINVALID;
     uint32_t timeout_ms = h->timeout_ms ? h->timeout_ms : FWD_DEFAULT_MS;
     h->req_id = id;
@@ -111,7 +111,7 @@ int fwd_send(struct server *s, struct op *op, uint32_t target, uint32_t partitio
 void fwd_reply(struct server *s, uint32_t from, const struct codec_msg *reply)
 {
     struct codec_msg m = *reply;
-    struct codec_rep_header *h = msg_rep_header(&m);
+    struct codec_rep_header *h = codec_rep_header(&m);
     if (!h) {
         log_warn("server", "node %u sent a %s where a reply was expected", from,
                  codec_msg_name(m.type));
@@ -146,7 +146,7 @@ static void fwd_fail(struct server *s, struct fwd *f, const char *why)
     struct codec_msg m;
     memset(&m, 0, sizeof(m));
     m.type = route_reply_type(op->type);
-    struct codec_rep_header *h = msg_rep_header(&m);
+    struct codec_rep_header *h = codec_rep_header(&m);
     char msg[160];
     snprintf(msg, sizeof(msg), "forwarded to node %u, %s: outcome unknown", target, why);
     op_fill_header(op, h, -TRINE_ETIMEOUT, msg);

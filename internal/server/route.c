@@ -96,35 +96,11 @@ void op_fill_header(struct op *op, struct codec_rep_header *h, int status, const
     h->consistency = op->consistency;
 }
 
-struct codec_rep_header *msg_rep_header(struct codec_msg *m)
-{
-    switch (m->type) {
-    case CODEC_MSG_ERROR_REPLY:
-        return &m->error_reply.hdr;
-    case CODEC_MSG_PUT_REPLY:
-        return &m->put_reply.hdr;
-    case CODEC_MSG_GET_REPLY:
-        return &m->get_reply.hdr;
-    case CODEC_MSG_DELETE_REPLY:
-        return &m->delete_reply.hdr;
-    case CODEC_MSG_CAS_REPLY:
-        return &m->cas_reply.hdr;
-    case CODEC_MSG_SCAN_REPLY:
-        return &m->scan_reply.hdr;
-    case CODEC_MSG_CLUSTER_STATUS_REPLY:
-        return &m->cluster_status_reply.hdr;
-    case CODEC_MSG_PARTITION_MAP_REPLY:
-        return &m->partition_map_reply.hdr;
-    default:
-        return NULL;
-    }
-}
-
 /* Sends reply (its header's req_id already op->req_id) on op's connection. */
 void op_send_reply(struct op *op, const struct codec_msg *reply)
 {
     struct server *s = op->s;
-    const struct codec_rep_header *h = msg_rep_header((struct codec_msg *)reply);
+    const struct codec_rep_header *h = codec_rep_header((struct codec_msg *)reply);
     op_account(op, h ? -(int)h->status : 0);
     if (op->cs) {
         struct trine_err err = {0};
@@ -158,7 +134,7 @@ static void op_reply_status(struct op *op, int status, const char *msg, uint64_t
     struct codec_msg m;
     memset(&m, 0, sizeof(m));
     m.type = route_reply_type(op->type);
-    struct codec_rep_header *h = msg_rep_header(&m);
+    struct codec_rep_header *h = codec_rep_header(&m);
     if (!h) {
         m.type = CODEC_MSG_ERROR_REPLY;
         h = &m.error_reply.hdr;
@@ -188,7 +164,7 @@ static void reply_from_result(void *arg, const struct replica_result *res)
     struct codec_msg m;
     memset(&m, 0, sizeof(m));
     m.type = route_reply_type(op->type);
-    struct codec_rep_header *h = msg_rep_header(&m);
+    struct codec_rep_header *h = codec_rep_header(&m);
     TRINE_ASSERT(h);
     uint8_t asked = op->consistency;
     op->consistency = res->consistency <= CODEC_CONSISTENCY_ALL ? res->consistency : asked;
@@ -493,28 +469,6 @@ static const route_handler_fn route_handlers[] = {
     [CODEC_MSG_PARTITION_MAP_REQ] = h_map,
 };
 
-struct codec_req_header *msg_req_header(struct codec_msg *m)
-{
-    switch (m->type) {
-    case CODEC_MSG_PUT_REQ:
-        return &m->put_req.hdr;
-    case CODEC_MSG_GET_REQ:
-        return &m->get_req.hdr;
-    case CODEC_MSG_DELETE_REQ:
-        return &m->delete_req.hdr;
-    case CODEC_MSG_CAS_REQ:
-        return &m->cas_req.hdr;
-    case CODEC_MSG_SCAN_REQ:
-        return &m->scan_req.hdr;
-    case CODEC_MSG_CLUSTER_STATUS_REQ:
-        return &m->cluster_status_req.hdr;
-    case CODEC_MSG_PARTITION_MAP_REQ:
-        return &m->partition_map_req.hdr;
-    default:
-        return NULL;
-    }
-}
-
 void route_execute(struct server *s, struct op *op, const struct codec_msg *req)
 {
     route_handlers[req->type](s, op, req);
@@ -533,7 +487,7 @@ void route_frame(struct server *s, struct conn_state *cs, bool from_node, const 
         route_reply_error(s, cs, 0, rc, err.msg);
         return;
     }
-    const struct codec_req_header *hdr = msg_req_header(&req);
+    const struct codec_req_header *hdr = codec_req_header(&req);
     if (!hdr || req.type >= sizeof(route_handlers) / sizeof(route_handlers[0]) ||
         !route_handlers[req.type]) {
         char msg[96];

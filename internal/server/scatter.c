@@ -88,7 +88,7 @@ static void scatter_reply_error(struct scatter *sc)
     struct codec_msg m;
     memset(&m, 0, sizeof(m));
     m.type = route_reply_type(sc->parent->type);
-    struct codec_rep_header *h = msg_rep_header(&m);
+    struct codec_rep_header *h = codec_rep_header(&m);
     op_fill_header(sc->parent, h, sc->status, sc->msg);
     if (sc->hint) {
         h->leader_hint.node_id = sc->hint;
@@ -232,7 +232,7 @@ static void scan_part_done(struct op *op, const struct codec_msg *reply)
 {
     struct scatter *sc = op->parent;
     struct codec_msg m = *reply;
-    struct codec_rep_header *h = msg_rep_header(&m);
+    struct codec_rep_header *h = codec_rep_header(&m);
     if (!h || h->status || m.type != CODEC_MSG_SCAN_REPLY) {
         if (h)
             scatter_fail(sc, h);

@@ -135,9 +135,6 @@ void op_account(struct op *op, int status);
 /* Dispatches a decoded request as if it came on op (used by scatter). */
 void route_execute(struct server *s, struct op *op, const struct codec_msg *req);
 uint8_t route_reply_type(uint8_t req_type);
-/* The common header of a request / reply message, or NULL for other types. */
-struct codec_req_header *msg_req_header(struct codec_msg *m);
-struct codec_rep_header *msg_rep_header(struct codec_msg *m);
 /* Message type of a frame body without decoding it, or -1. */
 int route_peek_type(const uint8_t *body, size_t len);
 

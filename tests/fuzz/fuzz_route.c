@@ -110,7 +110,7 @@ static void check_reply(struct op *op, const struct codec_msg *reply)
     if (codec_decode(b.data + CODEC_FRAME_HEADER_BYTES, b.len - CODEC_FRAME_HEADER_BYTES,
                      &op->s->lim, g_scratch, &back, &err) != 0)
         die("reply does not decode", err.msg);
-    const struct codec_rep_header *h = msg_rep_header(&back);
+    const struct codec_rep_header *h = codec_rep_header(&back);
     if (!h) die("reply", "no reply header");
     if (back.type != route_reply_type(op->type)) die("reply", "wrong reply type");
     if (h->req_id != op->req_id) die("reply", "req_id not restored");
@@ -129,7 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct codec_msg req;
         struct trine_err err = {0};
         if (codec_decode(body, len, &g_s->lim, g_s->scratch, &req, &err) == 0) {
-            const struct codec_req_header *hdr = msg_req_header(&req);
+            const struct codec_req_header *hdr = codec_req_header(&req);
             if (hdr) {
                 struct op *op = op_new(g_s, NULL, hdr->req_id, req.type, hdr->consistency,
                                        from_node, check_reply);

@@ -188,12 +188,12 @@ static void fake_default(struct fake *f, struct fake *s, const struct codec_msg 
                          struct codec_msg *rep, struct fake_kv **scan_items)
 {
     rep->type = (uint8_t)(req->type + 64);
-    struct codec_rep_header *h = (struct codec_rep_header *)client_rep_hdr(rep);
-    h->req_id = client_req_hdr((struct codec_msg *)req)->req_id;
+    struct codec_rep_header *h = codec_rep_header((struct codec_msg *)rep);
+    h->req_id = codec_req_header((struct codec_msg *)req)->req_id;
     h->served_by = f->node_id;
     h->acks = 3;
     /* Like trined: cas needs a linearizable read, so it is served strong at least. */
-    h->consistency = client_req_hdr((struct codec_msg *)req)->consistency;
+    h->consistency = codec_req_header((struct codec_msg *)req)->consistency;
     if (req->type == CODEC_MSG_CAS_REQ && h->consistency == CODEC_CONSISTENCY_FAST)
         h->consistency = CODEC_CONSISTENCY_STRONG;
     switch (req->type) {
@@ -312,7 +312,7 @@ static void fake_log(struct fake *f, const struct codec_msg *req)
     struct fake_logged *l = &f->log[f->n_log++];
     memset(l, 0, sizeof(*l));
     l->type = req->type;
-    l->hdr = *client_req_hdr((struct codec_msg *)req);
+    l->hdr = *codec_req_header((struct codec_msg *)req);
     struct codec_bytes key = {0};
     if (req->type == CODEC_MSG_PUT_REQ) key = req->put_req.key, l->ttl_ms = req->put_req.ttl_ms;
     if (req->type == CODEC_MSG_GET_REQ) key = req->get_req.key;
