@@ -141,7 +141,7 @@ static void admin_dispatch(struct evhttp_request *req, void *arg)
             evhttp_send_error(req, 404, "try /health, /metrics, /status or /hash");
     }
     evbuffer_free(b);
-    server_pump(s);
+    server_kick(s);
 }
 
 int admin_start(struct server *s, const char *host_port, struct trine_err *err)

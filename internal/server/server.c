@@ -2,9 +2,14 @@
  * server.c - life cycle and the event loop: transport callbacks, the replica
  * timer, the WAL wakeup, signals and graceful shutdown.
  *
- * After every event that may have given the replica work (a frame, a request,
- * the timer, a wakeup) server_pump() runs one replica_process() round and
- * re-arms the single timer at replica_next_deadline().
+ * An event that may have given the replica work (a frame, a request, a WAL
+ * wakeup) calls server_kick(), which activates the one wake event; libevent
+ * appends it to the tail of the active queue, so it runs once, after every
+ * callback already made active in this loop iteration. server_pump() then runs
+ * one replica_process() for all of them — one WAL submission and one frame per
+ * peer for everything that arrived together — and re-arms the single timer at
+ * replica_next_deadline(). Calling replica_process() per frame instead cost a
+ * 64-group scan, a WAL submission and a peer write per request (docs/benchmarks.md).
  */
 #include "server/server_int.h"
 
@@ -119,11 +124,15 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_active(s->timer_ev, EV_TIMEOUT, 0);
 }
 
+void server_kick(struct server *s)
+{
+    event_active(s->wake_ev, EV_READ, 0); /* a no-op while it is already active */
+}
+
 /* Called on the WAL's sync thread: only schedules a pump on the loop. */
 static void replica_wakeup(void *ctx)
 {
-    struct server *s = ctx;
-    event_active(s->wake_ev, EV_READ, 0);
+    server_kick(ctx);
 }
 
 static int replica_send(void *ctx, uint64_t to, const uint8_t *frame, size_t len)
@@ -214,7 +223,7 @@ static void on_frame(void *ctx, struct transport_conn *conn, const uint8_t *body
             log_warn("server", "bad peer frame from node %u: %s (%s)", id->node_id,
                      replica_error(s->rep)->msg, status_name(rc));
         }
-        server_pump(s);
+        server_kick(s);
         return;
     }
     if (transport_conn_is_outbound(conn)) {
@@ -226,12 +235,12 @@ static void on_frame(void *ctx, struct transport_conn *conn, const uint8_t *body
             fwd_reply(s, id->node_id, &reply);
         else
             log_warn("server", "undecodable reply from node %u: %s", id->node_id, err.msg);
-        server_pump(s);
+        server_kick(s);
         return;
     }
     struct conn_state *cs = transport_conn_data(conn);
     route_frame(s, cs, node, body, len);
-    server_pump(s);
+    server_kick(s);
 }
 
 /* A refused node redials at once: log its refusal at most every 10 s, with the count of
@@ -439,8 +448,15 @@ int server_create(const struct server_config *cfg, struct server **out, struct t
 
     int rc = 0;
     if (evthread_use_pthreads() != 0) rc = err_set(err, -TRINE_EINTERNAL, "libevent threads");
-    if (!rc && !(s->base = event_base_new()))
-        rc = err_set(err, -TRINE_ENOMEM, "event_base_new failed");
+    if (!rc) {
+        /* The changelist folds a write event added and removed in one loop
+         * iteration (every reply) into no epoll_ctl at all. */
+        struct event_config *ec = event_config_new();
+        if (ec) event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        s->base = ec ? event_base_new_with_config(ec) : NULL;
+        if (ec) event_config_free(ec);
+        if (!s->base) rc = err_set(err, -TRINE_ENOMEM, "event_base_new failed");
+    }
     if (!rc && !(s->metrics = metrics_create()))
         rc = err_set(err, -TRINE_ENOMEM, "metrics: out of memory");
     if (!rc && !(s->scratch = codec_scratch_new()))

@@ -115,6 +115,7 @@ struct server {
 uint64_t server_now_ns(void);
 const char *server_member_addr(const struct server *s, uint64_t id);
 void server_pump(struct server *s);
+void server_kick(struct server *s); /* pump once, after this loop iteration's callbacks */
 
 /* Detaches cs's ops (their replies are dropped) and frees cs. Call after the connection
  * was closed or is being destroyed. */

@@ -315,7 +315,7 @@ static int check_format(struct store *s)
 
 static void apply_defaults(struct store_options *o)
 {
-    if (o->write_buffer_bytes == 0) o->write_buffer_bytes = 32 * MIB;
+    if (o->write_buffer_bytes == 0) o->write_buffer_bytes = 4 * MIB;
     if (o->block_cache_bytes == 0) o->block_cache_bytes = 64 * MIB;
     if (o->bloom_bits_per_key == 0) o->bloom_bits_per_key = 10;
     if (o->max_open_files == 0) o->max_open_files = 1000;
