@@ -309,7 +309,9 @@ void status_local_row(struct server *s, struct codec_member_status *row)
 {
     memset(row, 0, sizeof(*row));
     row->node_id = s->cfg->id;
-    row->address = codec_bytes_str(s->cfg->listen);
+    /* The address peers and clients dial (--initial-cluster), not --listen, which
+     * may be a wildcard such as 0.0.0.0:7001 (containers). */
+    row->address = codec_bytes_str(server_member_addr(s, s->cfg->id));
     row->healthy = !s->stopping;
     uint32_t np = ring_partitions(s->ring);
     for (uint32_t p = 0; p < np; p++) {
@@ -318,8 +320,10 @@ void status_local_row(struct server *s, struct codec_member_status *row)
         row->partitions++;
         if (st.role != 3 /* RAFT_LEADER */) continue;
         row->primaries++;
-        for (uint32_t i = 0; i < st.n_peers; i++)
+        for (uint32_t i = 0; i < st.n_peers; i++) {
             if (st.peers[i].lag > row->lag) row->lag = st.peers[i].lag;
+            if (st.peers[i].lag_ms > row->lag_ms) row->lag_ms = st.peers[i].lag_ms;
+        }
     }
 }
 
@@ -371,6 +375,7 @@ static void status_part_done(struct op *op, const struct codec_msg *reply)
         row->partitions = r->partitions;
         row->primaries = r->primaries;
         row->lag = r->lag;
+        row->lag_ms = r->lag_ms;
     }
     op_free(op);
     if (--sc->remaining == 0) status_finish(sc);
