@@ -178,19 +178,22 @@ void cli_json_meta(FILE *f, const struct trine_result *r)
             trine_consistency_name(r->consistency), r->attempts);
 }
 
+/* Worst replication lag: by age first (what an operator feels), then by entries. */
+static bool lag_worse(const struct trine_member *a, const struct trine_member *b)
+{
+    return a->lag_ms != b->lag_ms ? a->lag_ms > b->lag_ms : a->lag > b->lag;
+}
+
 void cli_print_cluster(const struct cli *c, const struct trine_cluster *cl)
 {
-    uint64_t worst = 0, worst_node = 0;
+    const struct trine_member *worst = NULL;
     size_t healthy = 0;
     uint64_t primaries = 0;
     for (size_t i = 0; i < cl->n_members; i++) {
         const struct trine_member *m = &cl->members[i];
         healthy += m->healthy != 0;
         primaries += m->primaries;
-        if (worst_node == 0 || m->lag > worst) {
-            worst = m->lag;
-            worst_node = m->node_id;
-        }
+        if (m->healthy && (!worst || lag_worse(m, worst))) worst = m;
     }
     if (c->json) {
         printf("{\"ok\":true,\"op\":\"cluster status\",\"epoch\":%" PRIu64 ",\"served_by\":%" PRIu64
@@ -200,22 +203,36 @@ void cli_print_cluster(const struct cli *c, const struct trine_cluster *cl)
             const struct trine_member *m = &cl->members[i];
             printf("%s{\"node_id\":%" PRIu64 ",\"address\":", i ? "," : "", m->node_id);
             cli_json_str(stdout, m->address);
-            printf(",\"healthy\":%s,\"partitions\":%u,\"primaries\":%u,\"lag\":%" PRIu64 "}",
-                   m->healthy ? "true" : "false", m->partitions, m->primaries, m->lag);
+            printf(",\"healthy\":%s,\"partitions\":%u,\"primaries\":%u,\"lag\":%" PRIu64
+                   ",\"lag_ms\":%" PRIu64 "}",
+                   m->healthy ? "true" : "false", m->partitions, m->primaries, m->lag, m->lag_ms);
         }
-        printf("],\"healthy\":%zu,\"worst_lag\":%" PRIu64 "}\n", healthy, worst);
+        printf("],\"healthy\":%zu,\"primaries\":%" PRIu64 ",\"worst_lag\":%" PRIu64
+               ",\"worst_lag_ms\":%" PRIu64 "}\n",
+               healthy, primaries, worst ? worst->lag : 0, worst ? worst->lag_ms : 0);
         return;
     }
     printf("cluster epoch %" PRIu64 ", as seen by node %" PRIu64 "\n\n", cl->epoch, cl->served_by);
-    printf("%-6s %-24s %-10s %10s %10s %8s\n", "NODE", "ADDRESS", "HEALTH", "PARTITIONS",
-           "PRIMARIES", "LAG");
+    /* LAG: over the partitions the node leads, its slowest follower: entries it lacks and
+     * the age of the oldest of them (docs/operations.md, "Replication lag"). */
+    printf("%-6s %-24s %-8s %10s %10s %12s %10s\n", "NODE", "ADDRESS", "HEALTH", "PARTITIONS",
+           "PRIMARIES", "LAG ENTRIES", "LAG SECS");
     for (size_t i = 0; i < cl->n_members; i++) {
         const struct trine_member *m = &cl->members[i];
-        printf("%-6" PRIu64 " %-24s %-10s %10u %10u %8" PRIu64 "\n", m->node_id, m->address,
-               m->healthy ? "healthy" : "DOWN", m->partitions, m->primaries, m->lag);
+        if (m->healthy)
+            printf("%-6" PRIu64 " %-24s %-8s %10u %10u %12" PRIu64 " %10.3f\n", m->node_id,
+                   m->address, "healthy", m->partitions, m->primaries, m->lag,
+                   (double)m->lag_ms / 1000.0);
+        else /* unreachable: its placement is known, its state is not */
+            printf("%-6" PRIu64 " %-24s %-8s %10u %10s %12s %10s\n", m->node_id, m->address, "DOWN",
+                   m->partitions, "-", "-", "-");
     }
     printf("\n%zu members, %zu healthy, %" PRIu64 " primaries", cl->n_members, healthy, primaries);
-    if (cl->n_members > 0)
-        printf("; worst lag %" PRIu64 " entries (node %" PRIu64 ")", worst, worst_node);
+    if (worst && (worst->lag || worst->lag_ms))
+        printf("; worst replication lag %" PRIu64 " entries, %.3f s (a follower of a partition "
+               "node %" PRIu64 " leads)",
+               worst->lag, (double)worst->lag_ms / 1000.0, worst->node_id);
+    else if (worst)
+        printf("; every follower caught up");
     printf("\n");
 }

@@ -327,6 +327,7 @@ static int kv_cluster_copy(void *arg, const struct codec_msg *m)
         d->partitions = s->partitions;
         d->primaries = s->primaries;
         d->lag = s->lag;
+        d->lag_ms = s->lag_ms;
     }
     *out = cl;
     return 0;

@@ -198,7 +198,8 @@ struct trine_member {
     int healthy;                  /* reachable and serving */
     uint32_t partitions;          /* partition replicas it holds */
     uint32_t primaries;           /* partitions it is primary of */
-    uint64_t lag;                 /* worst applied-index lag over its partitions, entries */
+    uint64_t lag;                 /* worst follower lag over the partitions it leads, entries */
+    uint64_t lag_ms;              /* the same in ms: age of the oldest entry a follower lacks */
 };
 
 struct trine_cluster {

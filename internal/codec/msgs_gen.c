@@ -170,9 +170,10 @@ static const struct codec_field_desc fields_member_status[] = {
     {.name = "partitions", .kind = CODEC_K_U32, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_member_status, partitions), .elem_size = sizeof(uint32_t)},
     {.name = "primaries", .kind = CODEC_K_U32, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_member_status, primaries), .elem_size = sizeof(uint32_t)},
     {.name = "lag", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_member_status, lag), .elem_size = sizeof(uint64_t)},
+    {.name = "lag_ms", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_member_status, lag_ms), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_member_status = {
-    "member_status", sizeof(struct codec_member_status), 7, 6, fields_member_status,
+    "member_status", sizeof(struct codec_member_status), 8, 7, fields_member_status,
 };
 
 static const struct codec_field_desc fields_member_addr[] = {

@@ -150,7 +150,8 @@ struct codec_kv_item {
 struct codec_member_status {
     uint64_t node_id; /* #0 node id */
     struct codec_bytes address; /* #1 client address host:port [max addr (256)] */
-    uint64_t lag; /* #5 largest applied-index lag over its partitions, in entries */
+    uint64_t lag; /* #5 largest follower lag over the partitions it leads, in entries */
+    uint64_t lag_ms; /* #6 largest follower lag over the partitions it leads, in ms: the age of the oldest entry a follower has not made durable */
     uint32_t partitions; /* #3 partition replicas it holds */
     uint32_t primaries; /* #4 partitions it is primary of */
     bool healthy; /* #2 reachable and serving, as seen by the answering node */

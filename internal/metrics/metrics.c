@@ -4,7 +4,13 @@
  * Values: counters are _Atomic uint64; gauges store the bit pattern of a
  * double in an _Atomic uint64; histograms keep one _Atomic uint64 count per
  * bucket (non-cumulative; cumulated at render) and the sum as double bits
- * updated with a CAS loop.
+ * updated with a CAS loop. Every update is lock-free with relaxed ordering, so
+ * the WAL's sync thread can observe into a histogram that the loop renders; a
+ * render may see a histogram mid-update (a bucket counted, the sum not yet),
+ * which Prometheus tolerates, but its _count always equals its +Inf bucket.
+ *
+ * Collectors run inside metrics_render with the mutex held and write through
+ * a sink that checks each family's name and type as registration would.
  */
 #include "metrics/metrics.h"
 
@@ -17,13 +23,13 @@
 
 #include "base/assert.h"
 
-enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
+#define NAME_MAX_LEN 128 /* longest family name */
 
 static const char *const metric_type_names[] = {"counter", "gauge", "histogram"};
 
 struct metric {
     struct metric *next; /* next series of the same family */
-    enum metric_type type;
+    enum metrics_type type;
     const char *name; /* the family's */
     char *labels;
     _Atomic uint64_t value; /* counter value, or gauge double bits */
@@ -38,15 +44,33 @@ struct metric {
 
 struct metric_family {
     struct metric_family *next; /* registration order */
-    enum metric_type type;
+    enum metrics_type type;
     char *name;
     char *help;
     struct metric *head, *tail;
 };
 
+struct collector {
+    struct collector *next; /* registration order */
+    metrics_collect_fn fn;
+    void *ctx;
+};
+
 struct metrics {
     pthread_mutex_t mu;
     struct metric_family *head, *tail;
+    struct collector *collectors;
+};
+
+/* What a collector writes through (one per render). */
+struct metrics_sink {
+    struct metrics *m;
+    struct buf *out;
+    int rc;    /* first failure */
+    bool open; /* a family was started and accepted */
+    char name[NAME_MAX_LEN + 1];
+    char (*seen)[NAME_MAX_LEN + 1]; /* families emitted in this render */
+    size_t n_seen, cap_seen;
 };
 
 const double metrics_latency_buckets[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
@@ -79,6 +103,10 @@ struct metrics *metrics_create(void)
 void metrics_destroy(struct metrics *m)
 {
     if (m == NULL) return;
+    for (struct collector *c = m->collectors, *cnext; c; c = cnext) {
+        cnext = c->next;
+        free(c);
+    }
     for (struct metric_family *f = m->head, *fnext; f; f = fnext) {
         fnext = f->next;
         for (struct metric *s = f->head, *next; s; s = next) {
@@ -95,7 +123,7 @@ void metrics_destroy(struct metrics *m)
 }
 
 /* Finds or creates the family `name` (called with m->mu held). */
-static struct metric_family *metrics_family(struct metrics *m, enum metric_type type,
+static struct metric_family *metrics_family(struct metrics *m, enum metrics_type type,
                                             const char *name, const char *help,
                                             struct trine_err *err)
 {
@@ -131,31 +159,49 @@ static struct metric_family *metrics_family(struct metrics *m, enum metric_type 
     return f;
 }
 
-static int metric_name_ok(const char *n)
+static bool ends_with(const char *s, size_t len, const char *suffix)
 {
-    if (!n || !*n || (*n >= '0' && *n <= '9')) return 0;
-    for (; *n; n++) {
-        char c = *n;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == ':'))
-            return 0;
-    }
-    return 1;
+    size_t n = strlen(suffix);
+    return len >= n && memcmp(s + len - n, suffix, n) == 0;
 }
 
-static struct metric *metrics_register(struct metrics *m, enum metric_type type, const char *name,
+/* The Prometheus naming rules the registry can check (metrics.h). */
+static int check_name(const char *n, enum metrics_type type, struct trine_err *err)
+{
+    const char *p = n;
+    bool ok = n && *n && !(*n >= '0' && *n <= '9');
+    for (; ok && *p; p++) {
+        char c = *p;
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '_' || c == ':';
+    }
+    size_t len = ok ? (size_t)(p - n) : 0;
+    if (!ok || len > NAME_MAX_LEN)
+        return err_set(err, -TRINE_EINVALID, "metric name '%.*s' is not a Prometheus name",
+                       NAME_MAX_LEN, n ? n : "");
+    if (ends_with(n, len, "_bucket") || ends_with(n, len, "_count") || ends_with(n, len, "_sum"))
+        return err_set(err, -TRINE_EINVALID, "metric %s ends in a histogram series suffix", n);
+    bool total = ends_with(n, len, "_total");
+    if (type == METRICS_COUNTER && !total)
+        return err_set(err, -TRINE_EINVALID, "counter %s must end in _total", n);
+    if (type != METRICS_COUNTER && total)
+        return err_set(err, -TRINE_EINVALID, "%s %s must not end in _total",
+                       metric_type_names[type], n);
+    return 0;
+}
+
+static int check_labels(const char *name, const char *labels, struct trine_err *err)
+{
+    if (strchr(labels, '}') || strchr(labels, '\n'))
+        return err_set(err, -TRINE_EINVALID, "labels of %s contain '}' or a newline", name);
+    return 0;
+}
+
+static struct metric *metrics_register(struct metrics *m, enum metrics_type type, const char *name,
                                        const char *help, const char *labels, struct trine_err *err)
 {
-    if (!metric_name_ok(name)) {
-        err_set(err, -TRINE_EINVALID, "metric name '%s' is not a Prometheus name",
-                name ? name : "");
-        return NULL;
-    }
     if (labels == NULL) labels = "";
-    if (strchr(labels, '}') || strchr(labels, '\n')) {
-        err_set(err, -TRINE_EINVALID, "labels of %s contain '}' or a newline", name);
-        return NULL;
-    }
+    if (check_name(name, type, err) < 0 || check_labels(name, labels, err) < 0) return NULL;
     pthread_mutex_lock(&m->mu);
     struct metric_family *f = metrics_family(m, type, name, help, err);
     if (f == NULL) {
@@ -191,20 +237,20 @@ static struct metric *metrics_register(struct metrics *m, enum metric_type type,
 struct metric *metrics_counter(struct metrics *m, const char *name, const char *help,
                                const char *labels, struct trine_err *err)
 {
-    return metrics_register(m, METRIC_COUNTER, name, help, labels, err);
+    return metrics_register(m, METRICS_COUNTER, name, help, labels, err);
 }
 
 struct metric *metrics_gauge(struct metrics *m, const char *name, const char *help,
                              const char *labels, struct trine_err *err)
 {
-    return metrics_register(m, METRIC_GAUGE, name, help, labels, err);
+    return metrics_register(m, METRICS_GAUGE, name, help, labels, err);
 }
 
 struct metric *metrics_gauge_fn(struct metrics *m, const char *name, const char *help,
                                 const char *labels, double (*fn)(void *ctx), void *ctx,
                                 struct trine_err *err)
 {
-    struct metric *s = metrics_register(m, METRIC_GAUGE, name, help, labels, err);
+    struct metric *s = metrics_register(m, METRICS_GAUGE, name, help, labels, err);
     if (s) {
         pthread_mutex_lock(&m->mu);
         s->fn = fn;
@@ -229,7 +275,7 @@ struct metric *metrics_histogram(struct metrics *m, const char *name, const char
             return NULL;
         }
     }
-    struct metric *s = metrics_register(m, METRIC_HISTOGRAM, name, help, labels, err);
+    struct metric *s = metrics_register(m, METRICS_HISTOGRAM, name, help, labels, err);
     if (s) {
         memcpy(s->bounds, bounds, n * sizeof(*bounds));
         s->nbounds = n;
@@ -239,19 +285,19 @@ struct metric *metrics_histogram(struct metrics *m, const char *name, const char
 
 void metric_add(struct metric *c, uint64_t n)
 {
-    TRINE_ASSERT(c->type == METRIC_COUNTER);
+    TRINE_ASSERT(c->type == METRICS_COUNTER);
     atomic_fetch_add_explicit(&c->value, n, memory_order_relaxed);
 }
 
 void metric_set(struct metric *g, double v)
 {
-    TRINE_ASSERT(g->type == METRIC_GAUGE);
+    TRINE_ASSERT(g->type == METRICS_GAUGE);
     atomic_store_explicit(&g->value, d2u(v), memory_order_relaxed);
 }
 
 void metric_observe(struct metric *h, double v)
 {
-    TRINE_ASSERT(h->type == METRIC_HISTOGRAM);
+    TRINE_ASSERT(h->type == METRICS_HISTOGRAM);
     size_t i = 0;
     while (i < h->nbounds && v > h->bounds[i])
         i++;
@@ -266,7 +312,7 @@ void metric_observe(struct metric *h, double v)
 double metric_value(const struct metric *s)
 {
     uint64_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
-    if (s->type == METRIC_COUNTER) return (double)v;
+    if (s->type == METRICS_COUNTER) return (double)v;
     if (s->fn) return s->fn(s->fn_ctx);
     return u2d(v);
 }
@@ -289,24 +335,28 @@ char *metrics_label_escape(const char *value, char *out, size_t n)
     return out;
 }
 
-/* Prometheus number formatting: integers without exponent, +Inf/NaN spelled out. */
+/* Prometheus number formatting: integers without exponent, +Inf/NaN spelled
+ * out, other values in the shortest form that reads back as the same double. */
 static void fmt_num(char *out, size_t n, double v)
 {
-    if (isnan(v))
+    if (isnan(v)) {
         snprintf(out, n, "NaN");
-    else if (isinf(v))
+    } else if (isinf(v)) {
         snprintf(out, n, v > 0 ? "+Inf" : "-Inf");
-    else if (v == (double)(int64_t)v && fabs(v) < 1e15)
+    } else if (v == (double)(int64_t)v && fabs(v) < 9007199254740992.0) { /* 2^53 */
         snprintf(out, n, "%lld", (long long)v);
-    else
-        snprintf(out, n, "%.9g", v);
+    } else {
+        for (int prec = 15; prec <= 17; prec++) {
+            snprintf(out, n, "%.*g", prec, v);
+            if (strtod(out, NULL) == v) break;
+        }
+    }
 }
 
 static int render_line(struct buf *out, const char *name, const char *suffix, const char *labels,
-                       const char *extra, double v)
+                       const char *extra, const char *num)
 {
-    char num[64], line[1024];
-    fmt_num(num, sizeof(num), v);
+    char line[1024];
     int has = labels && *labels, hasx = extra && *extra;
     int w = snprintf(line, sizeof(line), "%s%s%s%s%s%s%s %s\n", name, suffix,
                      has || hasx ? "{" : "", has ? labels : "", has && hasx ? "," : "",
@@ -315,10 +365,24 @@ static int render_line(struct buf *out, const char *name, const char *suffix, co
     return buf_append(out, line, (size_t)w);
 }
 
+static int render_value(struct buf *out, const char *name, const char *suffix, const char *labels,
+                        const char *extra, double v)
+{
+    char num[64];
+    fmt_num(num, sizeof(num), v);
+    return render_line(out, name, suffix, labels, extra, num);
+}
+
 static int render_series(struct buf *out, struct metric *s)
 {
-    if (s->type != METRIC_HISTOGRAM)
-        return render_line(out, s->name, "", s->labels, NULL, metric_value(s));
+    if (s->type == METRICS_COUNTER) { /* exact, whatever its size */
+        char num[32];
+        snprintf(num, sizeof(num), "%llu",
+                 (unsigned long long)atomic_load_explicit(&s->value, memory_order_relaxed));
+        return render_line(out, s->name, "", s->labels, NULL, num);
+    }
+    if (s->type == METRICS_GAUGE)
+        return render_value(out, s->name, "", s->labels, NULL, metric_value(s));
     uint64_t cum = 0;
     int rc = 0;
     for (size_t i = 0; i <= s->nbounds && !rc; i++) {
@@ -326,14 +390,116 @@ static int render_series(struct buf *out, struct metric *s)
         char le[80], num[64];
         fmt_num(num, sizeof(num), i < s->nbounds ? s->bounds[i] : INFINITY);
         snprintf(le, sizeof(le), "le=\"%s\"", num);
-        rc = render_line(out, s->name, "_bucket", s->labels, le, (double)cum);
+        rc = render_value(out, s->name, "_bucket", s->labels, le, (double)cum);
     }
     if (!rc)
-        rc = render_line(out, s->name, "_sum", s->labels, NULL,
-                         u2d(atomic_load_explicit(&s->sum_bits, memory_order_relaxed)));
+        rc = render_value(out, s->name, "_sum", s->labels, NULL,
+                          u2d(atomic_load_explicit(&s->sum_bits, memory_order_relaxed)));
     /* _count equals the +Inf bucket by construction (read once above). */
-    if (!rc) rc = render_line(out, s->name, "_count", s->labels, NULL, (double)cum);
+    if (!rc) rc = render_value(out, s->name, "_count", s->labels, NULL, (double)cum);
     return rc;
+}
+
+/* "# HELP name text\n# TYPE name type\n", the text escaped (\\ and \n). */
+static int render_head(struct buf *out, const char *name, const char *help, enum metrics_type type)
+{
+    char head[1536];
+    size_t n = (size_t)snprintf(head, sizeof(head), "# HELP %s ", name);
+    for (const char *h = help ? help : ""; *h && n + 4 < sizeof(head) - NAME_MAX_LEN - 32; h++) {
+        if (*h == '\\' || *h == '\n') head[n++] = '\\';
+        head[n++] = *h == '\n' ? 'n' : *h;
+    }
+    int w = snprintf(head + n, sizeof(head) - n, "\n# TYPE %s %s\n", name, metric_type_names[type]);
+    if (w < 0 || (size_t)w >= sizeof(head) - n) return -TRINE_EINVALID;
+    return buf_append(out, head, n + (size_t)w);
+}
+
+/* ---- collectors ---------------------------------------------------------------------- */
+
+int metrics_collector(struct metrics *m, metrics_collect_fn fn, void *ctx, struct trine_err *err)
+{
+    struct collector *c = calloc(1, sizeof(*c));
+    if (!c) return err_set(err, -TRINE_ENOMEM, "metrics: out of memory");
+    c->fn = fn;
+    c->ctx = ctx;
+    pthread_mutex_lock(&m->mu);
+    struct collector **tail = &m->collectors;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = c;
+    pthread_mutex_unlock(&m->mu);
+    return 0;
+}
+
+void metrics_collector_remove(struct metrics *m, metrics_collect_fn fn, void *ctx)
+{
+    if (m == NULL) return;
+    pthread_mutex_lock(&m->mu);
+    for (struct collector **p = &m->collectors; *p; p = &(*p)->next) {
+        if ((*p)->fn == fn && (*p)->ctx == ctx) {
+            struct collector *c = *p;
+            *p = c->next;
+            free(c);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void sink_fail(struct metrics_sink *s, int rc)
+{
+    if (!s->rc) s->rc = rc;
+    s->open = false;
+}
+
+void metrics_emit_family(struct metrics_sink *s, const char *name, enum metrics_type type,
+                         const char *help)
+{
+    struct trine_err err = {0};
+    s->open = false;
+    if (type == METRICS_HISTOGRAM || check_name(name, type, &err) < 0) {
+        sink_fail(s, err.code ? err.code : -TRINE_EINVALID);
+        return;
+    }
+    for (const struct metric_family *f = s->m->head; f; f = f->next) {
+        if (strcmp(f->name, name) == 0) {
+            sink_fail(s, -TRINE_EEXISTS);
+            return;
+        }
+    }
+    for (size_t i = 0; i < s->n_seen; i++) {
+        if (strcmp(s->seen[i], name) == 0) {
+            sink_fail(s, -TRINE_EEXISTS);
+            return;
+        }
+    }
+    if (s->n_seen == s->cap_seen) {
+        size_t cap = s->cap_seen ? 2 * s->cap_seen : 32;
+        void *p = realloc(s->seen, cap * sizeof(*s->seen));
+        if (!p) {
+            sink_fail(s, -TRINE_ENOMEM);
+            return;
+        }
+        s->seen = p;
+        s->cap_seen = cap;
+    }
+    snprintf(s->seen[s->n_seen++], sizeof(s->seen[0]), "%s", name);
+    int rc = render_head(s->out, name, help, type);
+    if (rc < 0) {
+        sink_fail(s, rc);
+        return;
+    }
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    s->open = true;
+}
+
+void metrics_emit(struct metrics_sink *s, const char *labels, double value)
+{
+    if (!s->open) return; /* the family was refused: its samples go with it */
+    struct trine_err err = {0};
+    int rc = check_labels(s->name, labels ? labels : "", &err);
+    if (rc == 0) rc = render_value(s->out, s->name, "", labels, NULL, value);
+    if (rc < 0) sink_fail(s, rc);
 }
 
 int metrics_render(struct metrics *m, struct buf *out)
@@ -341,13 +507,17 @@ int metrics_render(struct metrics *m, struct buf *out)
     int rc = 0;
     pthread_mutex_lock(&m->mu);
     for (struct metric_family *f = m->head; f && !rc; f = f->next) {
-        char head[1024];
-        int w = snprintf(head, sizeof(head), "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help,
-                         f->name, metric_type_names[f->type]);
-        rc = buf_append(out, head, w > 0 && (size_t)w < sizeof(head) ? (size_t)w : 0);
+        rc = render_head(out, f->name, f->help, f->type);
         for (struct metric *s = f->head; s && !rc; s = s->next)
             rc = render_series(out, s);
     }
+    struct metrics_sink sink = {.m = m, .out = out};
+    for (struct collector *c = m->collectors; c && !rc; c = c->next) {
+        c->fn(c->ctx, &sink);
+        sink.open = false;
+        rc = sink.rc;
+    }
+    free(sink.seen);
     pthread_mutex_unlock(&m->mu);
     return rc;
 }

@@ -12,6 +12,19 @@
  * be escaped (metrics_label_escape helps). Series with the same name form one
  * family and must share its type and help text.
  *
+ * Names are checked against the Prometheus conventions the registry can see:
+ * a counter's name ends in `_total`, a gauge's or histogram's does not, and no
+ * name ends in `_bucket`, `_count` or `_sum` (the histogram suffixes). Units
+ * are the caller's part: base units in the name (`_seconds`, `_bytes`).
+ *
+ * Collectors: values that are cheaper to compute when scraped than to keep up
+ * to date (per-partition Raft state, another module's stats struct) come from
+ * a collector, a function metrics_render calls after the registered series.
+ * It emits whole families (metrics_emit_family, then metrics_emit per sample)
+ * on the rendering thread with the registry's mutex held, so it may read state
+ * owned by that thread (Trine renders on the event-loop thread) but must not
+ * call back into the registry.
+ *
  * Ownership: the registry owns every series; handles stay valid until
  * metrics_destroy.
  */
@@ -26,6 +39,9 @@
 
 struct metrics;
 struct metric;
+struct metrics_sink;
+
+enum metrics_type { METRICS_COUNTER, METRICS_GAUGE, METRICS_HISTOGRAM };
 
 #define METRICS_BUCKETS_MAX 32
 
@@ -63,7 +79,24 @@ void metric_observe(struct metric *h, double v); /* histograms */
 /* Current value of a counter or gauge (tests, status pages). */
 double metric_value(const struct metric *s);
 
-/* Appends the whole registry in exposition format. */
+/* Collectors (see above). fn(ctx, sink) runs at every metrics_render, in
+ * registration order after the registered series. metrics_collector_remove
+ * drops the collector registered with exactly (fn, ctx), if any: call it before
+ * ctx goes away. */
+typedef void (*metrics_collect_fn)(void *ctx, struct metrics_sink *sink);
+int metrics_collector(struct metrics *m, metrics_collect_fn fn, void *ctx, struct trine_err *err);
+void metrics_collector_remove(struct metrics *m, metrics_collect_fn fn, void *ctx);
+/* Starts a family (METRICS_COUNTER or METRICS_GAUGE; the naming rules above
+ * apply, and the name must not be a registered family or one emitted earlier
+ * in this render). A family without samples still gets its HELP and TYPE. */
+void metrics_emit_family(struct metrics_sink *s, const char *name, enum metrics_type type,
+                         const char *help);
+/* One sample of the family started last; labels as for registration. */
+void metrics_emit(struct metrics_sink *s, const char *labels, double value);
+
+/* Appends the whole registry in exposition format. Returns 0, -TRINE_ENOMEM, or
+ * -TRINE_EINVALID / -TRINE_EEXISTS when a collector broke the rules above (the
+ * text rendered so far is in out; the offending family is left out). */
 int metrics_render(struct metrics *m, struct buf *out);
 
 /* Escapes a label value (\\, \", \n) into out (size n); returns out. */

@@ -534,6 +534,21 @@ void raft_status(const struct raft *r, struct raft_status *st)
     st->transfer_target = r->transfer_target;
 }
 
+int raft_progress(const struct raft *r, uint64_t id, struct raft_progress *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (r->role != RAFT_LEADER) return -TRINE_ENOT_LEADER;
+    int slot = progress_slot(r, id);
+    if (slot < 0) return -TRINE_ENOT_FOUND;
+    const struct progress *pr = &r->prs[slot];
+    out->match = pr->id == r->id ? r->log.persisted : pr->match;
+    out->next = pr->next;
+    out->state = pr->state;
+    out->voter = pr->voter;
+    out->recent_active = pr->recent_active;
+    return 0;
+}
+
 uint64_t raft_leader(const struct raft *r)
 {
     return r->leader;

@@ -366,6 +366,18 @@ struct raft_status {
 };
 
 void raft_status(const struct raft *r, struct raft_status *st);
+
+/* A leader's view of one member's replication (read-only; metrics, status). */
+struct raft_progress {
+    uint64_t match; /* highest index known durable there (the leader's own: persisted) */
+    uint64_t next;  /* next index to send */
+    uint8_t state;  /* 0 probe, 1 replicate, 2 snapshot */
+    bool voter;
+    bool recent_active; /* heard from since the last check-quorum round */
+};
+/* 0, -TRINE_ENOT_LEADER (only a leader tracks progress) or -TRINE_ENOT_FOUND (id is not
+ * in the configuration). */
+int raft_progress(const struct raft *r, uint64_t id, struct raft_progress *out);
 uint64_t raft_leader(const struct raft *r);
 uint64_t raft_deadline(const struct raft *r);
 /* Detail of the last error returned by an event function. */

@@ -116,12 +116,13 @@ static int check_meta(struct replica *r, struct trine_err *err)
 
 /* ---- metrics ---------------------------------------------------------------------------- */
 
-static struct metric *counter(struct replica *r, const char *name, const char *help,
-                              struct trine_err *err)
-{
-    return metrics_counter(r->cfg.metrics, name, help, NULL, err);
-}
+/* Records per group commit; bytes per group commit. */
+static const double batch_records_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384};
+static const double batch_bytes_buckets[] = {512,    4096,    16384,   65536,
+                                             262144, 1048576, 4194304, 16777216};
 
+/* Counters and histograms updated in place. Registered before wal_open: the WAL's
+ * sync thread updates the WAL series (rep_wal_batch) from its first batch on. */
 static int register_metrics(struct replica *r, struct trine_err *err)
 {
     struct metrics *m = r->cfg.metrics;
@@ -141,48 +142,279 @@ static int register_metrics(struct replica *r, struct trine_err *err)
         {&r->m_ignored, "trine_replica_ignored_messages_total",
          "Peer messages for partitions or nodes not hosted here."},
         {&r->m_bad, "trine_replica_bad_frames_total", "Malformed peer frames."},
-        {&r->m_fsyncs, "trine_wal_fsyncs_total", "WAL fdatasync calls."},
-        {&r->m_batches, "trine_wal_batches_total", "WAL write batches (group commits)."},
-        {&r->m_records, "trine_wal_records_total", "WAL records written."},
-        {&r->m_wal_bytes, "trine_wal_bytes_total", "WAL bytes written."},
         {&r->m_compactions, "trine_replica_compactions_total", "Log compactions."},
+        {&r->m_batches, "trine_wal_batches_total",
+         "WAL group commits (one pwritev, and one fdatasync unless --fsync off)."},
+        {&r->m_records, "trine_wal_records_total", "WAL records written."},
+        {&r->m_wal_bytes, "trine_wal_bytes_total", "WAL bytes written, headers included."},
+        {&r->m_fsyncs, "trine_wal_fsyncs_total", "WAL fdatasync calls."},
     };
     for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
-        *cs[i].slot = counter(r, cs[i].name, cs[i].help, err);
+        *cs[i].slot = metrics_counter(m, cs[i].name, cs[i].help, NULL, err);
         if (!*cs[i].slot) return err->code ? err->code : -TRINE_EINVALID;
     }
-    for (uint32_t i = 0; i < r->n_groups; i++) {
-        struct group *g = &r->groups[i];
-        char lab[32];
-        snprintf(lab, sizeof(lab), "partition=\"%u\"", g->partition);
-        struct {
-            struct metric **slot;
-            const char *name, *help;
-        } gs[] = {
-            {&g->m_role, "trine_raft_role", "Raft role: 0 follower, 1-2 candidate, 3 leader."},
-            {&g->m_term, "trine_raft_term", "Raft term."},
-            {&g->m_commit, "trine_raft_commit_index", "Raft commit index."},
-            {&g->m_applied, "trine_raft_applied_index", "Applied index."},
-            {&g->m_last, "trine_raft_last_index", "Last log index."},
-        };
-        for (size_t k = 0; k < sizeof(gs) / sizeof(gs[0]); k++) {
-            *gs[k].slot = metrics_gauge(m, gs[k].name, gs[k].help, lab, err);
-            if (!*gs[k].slot) return err->code ? err->code : -TRINE_EINVALID;
-        }
+    struct {
+        struct metric **slot;
+        const char *name, *help;
+        const double *b;
+        size_t n;
+    } hs[] = {
+        {&r->m_fsync_seconds, "trine_wal_fsync_duration_seconds", "WAL fdatasync latency.",
+         metrics_latency_buckets, metrics_latency_buckets_n},
+        {&r->m_batch_records, "trine_wal_batch_records", "Records per WAL group commit.",
+         batch_records_buckets, sizeof(batch_records_buckets) / sizeof(double)},
+        {&r->m_batch_bytes, "trine_wal_batch_bytes", "Bytes per WAL group commit.",
+         batch_bytes_buckets, sizeof(batch_bytes_buckets) / sizeof(double)},
+    };
+    for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++) {
+        *hs[i].slot = metrics_histogram(m, hs[i].name, hs[i].help, NULL, hs[i].b, hs[i].n, err);
+        if (!*hs[i].slot) return err->code ? err->code : -TRINE_EINVALID;
     }
     return 0;
 }
 
-void rep_update_gauges(struct replica *r)
+/* The WAL's sync thread, after each group commit: lock-free metric updates only. */
+static void rep_wal_batch(void *ctx, const struct wal_batch_info *b)
 {
-    for (uint32_t i = 0; i < r->n_groups && r->cfg.metrics; i++) {
-        struct group *g = &r->groups[i];
-        metric_set(g->m_role, g->role);
-        metric_set(g->m_term, (double)g->term);
-        metric_set(g->m_commit, (double)g->commit);
-        metric_set(g->m_applied, (double)g->applied);
-        metric_set(g->m_last, (double)g->log.last);
+    struct replica *r = ctx;
+    metric_inc(r->m_batches);
+    metric_add(r->m_records, b->records);
+    metric_add(r->m_wal_bytes, b->bytes);
+    metric_observe(r->m_batch_records, (double)b->records);
+    metric_observe(r->m_batch_bytes, (double)b->bytes);
+    if (b->synced) {
+        metric_inc(r->m_fsyncs);
+        metric_observe(r->m_fsync_seconds, (double)b->fsync_ns / 1e9);
     }
+}
+
+/* ---- replication lag ---------------------------------------------------------------------
+ * A leader notes, at each append, the time and the index its log ended at just before it
+ * (entries appended in the same millisecond share a sample). A follower whose match index
+ * is m holds every entry up to the latest sample with index <= m; the entry after m was
+ * appended at that sample's time, so now minus it is the age of the oldest entry the
+ * follower has not made durable. Samples every follower has passed are dropped; a full
+ * ring is thinned (every other sample), which can only make a lag look older, by at most
+ * the gap between two kept samples. Entries from before this node's leadership have no
+ * sample: a follower still missing one shows the time since the leadership began, a lower
+ * bound. */
+
+void rep_lag_note(struct group *g, const struct raft_update *u)
+{
+    if (u->role != RAFT_LEADER || u->n_entries == 0) return;
+    uint64_t before = u->entries[0].index - 1;
+    uint64_t now = rep_now_ms(g->rep);
+    if (g->lag_term != u->term) {
+        g->n_lag = 0;
+        g->lag_term = u->term;
+    }
+    if (g->n_lag && (g->lag[g->n_lag - 1].ms == now || g->lag[g->n_lag - 1].index >= before))
+        return;
+    uint64_t min_match = UINT64_MAX;
+    for (uint32_t i = 0; i < g->n_peers; i++)
+        if (g->peers[i].match < min_match) min_match = g->peers[i].match;
+    uint32_t drop = 0;
+    while (drop + 1 < g->n_lag && g->lag[drop + 1].index <= min_match)
+        drop++;
+    if (drop) {
+        memmove(g->lag, g->lag + drop, (g->n_lag - drop) * sizeof(g->lag[0]));
+        g->n_lag -= drop;
+    }
+    if (g->n_lag == LAG_SAMPLES) {
+        uint32_t k = 1;
+        for (uint32_t i = 2; i < g->n_lag - 1; i += 2)
+            g->lag[k++] = g->lag[i];
+        g->lag[k++] = g->lag[g->n_lag - 1];
+        g->n_lag = k;
+    }
+    g->lag[g->n_lag++] = (struct lag_sample){.index = before, .ms = now};
+}
+
+void rep_follower_lag(struct group *g, uint64_t last_index, uint64_t match, uint64_t now_ms,
+                      uint64_t *entries, uint64_t *ms)
+{
+    *entries = last_index > match ? last_index - match : 0;
+    *ms = 0;
+    if (*entries == 0) return;
+    uint64_t t = g->lead_since_ms;
+    if (g->lag_term == g->term && g->n_lag) {
+        t = g->lag[0].ms;
+        for (uint32_t i = g->n_lag; i-- > 0;) {
+            if (g->lag[i].index <= match) {
+                t = g->lag[i].ms;
+                break;
+            }
+        }
+    }
+    *ms = now_ms > t ? now_ms - t : 0;
+}
+
+/* ---- scrape-time series ------------------------------------------------------------------ */
+
+static void emit_u64(struct metrics_sink *k, const char *labels, uint64_t v)
+{
+    metrics_emit(k, labels, (double)v);
+}
+
+static void part_label(char *lab, size_t n, uint32_t partition)
+{
+    snprintf(lab, n, "partition=\"%u\"", partition);
+}
+
+enum part_field { PF_ROLE, PF_TERM, PF_COMMIT, PF_APPLIED, PF_LAST };
+
+static void collect_partitions(struct replica *r, struct metrics_sink *k)
+{
+    static const struct {
+        const char *name, *help;
+    } fams[] = {
+        [PF_ROLE] = {"trine_raft_role",
+                     "Raft role: 0 follower, 1 pre-candidate, 2 candidate, 3 leader."},
+        [PF_TERM] = {"trine_raft_term", "Raft term."},
+        [PF_COMMIT] = {"trine_raft_commit_index", "Raft commit index."},
+        [PF_APPLIED] = {"trine_raft_applied_index", "Index applied to the store."},
+        [PF_LAST] = {"trine_raft_last_index", "Last index in this node's log."},
+    };
+    uint32_t led = 0;
+    for (uint32_t i = 0; i < r->n_groups; i++)
+        led += r->groups[i].role == RAFT_LEADER ? 1 : 0;
+    metrics_emit_family(k, "trine_partitions_hosted", METRICS_GAUGE,
+                        "Partitions this node holds a replica of.");
+    emit_u64(k, NULL, r->n_groups);
+    metrics_emit_family(k, "trine_partitions_led", METRICS_GAUGE,
+                        "Partitions this node is the primary (Raft leader) of.");
+    emit_u64(k, NULL, led);
+    for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+        metrics_emit_family(k, fams[f].name, METRICS_GAUGE, fams[f].help);
+        for (uint32_t i = 0; i < r->n_groups; i++) {
+            const struct group *g = &r->groups[i];
+            uint64_t v = f == PF_ROLE      ? g->role
+                         : f == PF_TERM    ? g->term
+                         : f == PF_COMMIT  ? g->commit
+                         : f == PF_APPLIED ? g->applied
+                                           : g->log.last;
+            char lab[32];
+            part_label(lab, sizeof(lab), g->partition);
+            emit_u64(k, lab, v);
+        }
+    }
+    uint64_t now = rep_now_ms(r);
+    for (int secs = 0; secs < 2; secs++) {
+        if (secs)
+            metrics_emit_family(k, "trine_raft_follower_lag_seconds", METRICS_GAUGE,
+                                "Leader only: age of the oldest entry a follower has not made "
+                                "durable (0 when caught up).");
+        else
+            metrics_emit_family(k, "trine_raft_follower_lag_entries", METRICS_GAUGE,
+                                "Leader only: entries a follower lacks (last index - match).");
+        for (uint32_t i = 0; i < r->n_groups; i++) {
+            struct group *g = &r->groups[i];
+            if (g->role != RAFT_LEADER) continue;
+            for (uint32_t j = 0; j < g->n_peers; j++) {
+                struct raft_progress pr;
+                if (raft_progress(g->raft, g->peers[j].id, &pr) < 0) continue;
+                uint64_t entries, ms;
+                rep_follower_lag(g, g->log.last, pr.match, now, &entries, &ms);
+                char lab[64];
+                snprintf(lab, sizeof(lab), "partition=\"%u\",follower=\"%llu\"", g->partition,
+                         (unsigned long long)g->peers[j].id);
+                if (secs)
+                    metrics_emit(k, lab, (double)ms / 1000.0);
+                else
+                    emit_u64(k, lab, entries);
+            }
+        }
+    }
+}
+
+static void collect_wal(struct replica *r, struct metrics_sink *k)
+{
+    struct wal_stats *w = malloc(sizeof(*w)); /* three histograms: too big for the stack */
+    if (!w) return;
+    wal_stats(r->wal, w);
+    metrics_emit_family(k, "trine_wal_appends_total", METRICS_COUNTER,
+                        "WAL submissions (one per replica round with records).");
+    emit_u64(k, NULL, w->appends);
+    metrics_emit_family(k, "trine_wal_segments", METRICS_GAUGE, "WAL segment files now.");
+    emit_u64(k, NULL, w->segments);
+    metrics_emit_family(k, "trine_wal_segments_created_total", METRICS_COUNTER,
+                        "WAL segment files created.");
+    emit_u64(k, NULL, w->segments_created);
+    metrics_emit_family(k, "trine_wal_segments_deleted_total", METRICS_COUNTER,
+                        "WAL segment files deleted after the store synced past them.");
+    emit_u64(k, NULL, w->segments_deleted);
+    metrics_emit_family(k, "trine_wal_queue_bytes", METRICS_GAUGE,
+                        "Bytes submitted to the WAL and not yet taken by a group commit.");
+    emit_u64(k, NULL, w->queue_bytes);
+    free(w);
+}
+
+static void collect_store(struct replica *r, struct metrics_sink *k)
+{
+    struct store_stats st;
+    store_stats(r->store, &st);
+    const struct {
+        const char *name, *help;
+        uint64_t v;
+    } cs[] = {
+        {"trine_store_applied_ops_total", "Operations applied to the store.", st.applied_ops},
+        {"trine_store_apply_batches_total", "leveldb write batches applied.", st.batches},
+        {"trine_store_duplicates_total", "Writes recognised as retries at apply (dedupe).",
+         st.duplicates},
+        {"trine_store_cache_hits_total", "Key metadata and dedupe lookups served from memory.",
+         st.cache_hits},
+        {"trine_store_filter_skips_total", "New keys proven absent by the key filter.",
+         st.filter_skips},
+        {"trine_store_leveldb_reads_total", "Point reads that went to leveldb.", st.leveldb_reads},
+    };
+    for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
+        metrics_emit_family(k, cs[i].name, METRICS_COUNTER, cs[i].help);
+        emit_u64(k, NULL, cs[i].v);
+    }
+    struct store_ldb_stats l;
+    store_ldb_stats(r->store, &l);
+    enum { LF_FILES, LF_BYTES, LF_SECS, LF_READ, LF_WRITTEN };
+    static const struct {
+        const char *name, *help;
+        enum metrics_type type;
+    } ls[] = {
+        [LF_FILES] = {"trine_leveldb_files", "leveldb table files per level.", METRICS_GAUGE},
+        [LF_BYTES] = {"trine_leveldb_level_bytes", "leveldb bytes per level (1 MiB resolution).",
+                      METRICS_GAUGE},
+        [LF_SECS] = {"trine_leveldb_compaction_seconds_total",
+                     "Time spent compacting into the level (1 s resolution).", METRICS_COUNTER},
+        [LF_READ] = {"trine_leveldb_compaction_read_bytes_total",
+                     "Bytes read by compactions into the level (1 MiB resolution).",
+                     METRICS_COUNTER},
+        [LF_WRITTEN] = {"trine_leveldb_compaction_written_bytes_total",
+                        "Bytes written by compactions into the level (1 MiB resolution).",
+                        METRICS_COUNTER},
+    };
+    for (int f = LF_FILES; f <= LF_WRITTEN; f++) {
+        metrics_emit_family(k, ls[f].name, ls[f].type, ls[f].help);
+        for (int lv = 0; lv < STORE_LDB_LEVELS; lv++) {
+            char lab[16];
+            snprintf(lab, sizeof(lab), "level=\"%d\"", lv);
+            double v = f == LF_FILES   ? (double)l.files[lv]
+                       : f == LF_BYTES ? (double)l.level_bytes[lv]
+                       : f == LF_SECS  ? l.compaction_seconds[lv]
+                       : f == LF_READ  ? (double)l.compaction_read[lv]
+                                       : (double)l.compaction_written[lv];
+            metrics_emit(k, lab, v);
+        }
+    }
+    metrics_emit_family(k, "trine_leveldb_approximate_memory_bytes", METRICS_GAUGE,
+                        "leveldb memory in use: memtables and block cache.");
+    emit_u64(k, NULL, l.memory_bytes);
+}
+
+/* Runs inside metrics_render on the loop thread (server/admin.c): reads loop state. */
+static void rep_collect(void *ctx, struct metrics_sink *k)
+{
+    struct replica *r = ctx;
+    collect_partitions(r, k);
+    collect_wal(r, k);
+    collect_store(r, k);
 }
 
 /* ---- open ------------------------------------------------------------------------------- */
@@ -383,6 +615,7 @@ int replica_open(const struct replica_config *cfg, struct replica **out, struct 
                      strerror(errno));
     if (rc == 0) rc = check_meta(r, err);
     if (rc == 0) rc = setup_groups(r, err);
+    if (rc == 0) rc = register_metrics(r, err);
     r->cfg.sets = NULL; /* copied into the groups; the caller's array may go */
     char path[4096];
     if (rc == 0) {
@@ -396,7 +629,9 @@ int replica_open(const struct replica_config *cfg, struct replica **out, struct 
                                  .repair = cfg->wal_repair,
                                  .replay = WAL_REPLAY_LIVE,
                                  .replay_fn = plog_replay,
-                                 .replay_ctx = r};
+                                 .replay_ctx = r,
+                                 .on_batch = r->cfg.metrics ? rep_wal_batch : NULL,
+                                 .on_batch_ctx = r};
         TRINE_FAULT_TUNE(wo.segment_bytes, "SEGMENT_BYTES");
         struct wal_recovery rep;
         rc = wal_open(&wo, &r->wal, &rep, err);
@@ -409,7 +644,10 @@ int replica_open(const struct replica_config *cfg, struct replica **out, struct 
     }
     for (uint32_t i = 0; rc == 0 && i < r->n_groups; i++)
         rc = start_group(r, &r->groups[i], err);
-    if (rc == 0) rc = register_metrics(r, err);
+    if (rc == 0 && r->cfg.metrics) {
+        rc = metrics_collector(r->cfg.metrics, rep_collect, r, err);
+        r->collector = rc == 0;
+    }
     if (rc < 0) {
         replica_close(r);
         return rc;
@@ -422,6 +660,7 @@ int replica_open(const struct replica_config *cfg, struct replica **out, struct 
 void replica_close(struct replica *r)
 {
     if (!r) return;
+    if (r->collector) metrics_collector_remove(r->cfg.metrics, rep_collect, r);
     ops_fail_all(r, -TRINE_EUNAVAILABLE, "node closing; outcome unknown");
     snap_free(r);
     round_free_all(r);
@@ -500,9 +739,10 @@ int replica_status(struct replica *r, uint32_t partition, struct replica_part_st
         ps->voter = p->voter;
         ps->active =
             st.role == RAFT_LEADER ? group_peer_active(g, p, now) : !rep_peer_down(r, p->id);
-        if (st.role == RAFT_LEADER) {
-            ps->match = p->match;
-            ps->lag = st.last_index > p->match ? st.last_index - p->match : 0;
+        struct raft_progress pr;
+        if (st.role == RAFT_LEADER && raft_progress(g->raft, p->id, &pr) == 0) {
+            ps->match = pr.match;
+            rep_follower_lag(g, g->log.last, pr.match, now, &ps->lag, &ps->lag_ms);
         }
     }
     return 0;

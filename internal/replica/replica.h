@@ -262,9 +262,11 @@ bool replica_shutdown_done(const struct replica *r);
 struct replica_peer_status {
     uint64_t id;
     bool voter;
-    bool active;    /* heard from within the election timeout and reachable */
-    uint64_t match; /* leader only: highest index known durable there */
-    uint64_t lag;   /* leader only: last_index - match */
+    bool active;     /* heard from within the election timeout and reachable */
+    uint64_t match;  /* leader only: highest index known durable there (Raft's progress) */
+    uint64_t lag;    /* leader only: last_index - match, entries */
+    uint64_t lag_ms; /* leader only: age of the oldest entry not durable there (0 if none;
+                        docs/operations.md, "Replication lag") */
 };
 
 struct replica_part_status {

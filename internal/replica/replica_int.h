@@ -158,6 +158,13 @@ struct peer {
 
 struct metric;
 
+/* Leader: at time ms, just before an append, the log ended at index (lag.c in replica.c). */
+struct lag_sample {
+    uint64_t index;
+    uint64_t ms;
+};
+#define LAG_SAMPLES 32
+
 struct group {
     struct replica *rep;
     uint32_t partition;
@@ -189,7 +196,11 @@ struct group {
     uint64_t expire_wait;                 /* EXPIRE proposals pending up to this index */
     uint64_t transfer_next_ms;
 
-    struct metric *m_role, *m_term, *m_commit, *m_applied, *m_last;
+    /* Leader: append times for the followers' lag in seconds, ascending; lag[0] is the
+     * latest sample every follower has passed (rep_lag_note, rep_follower_lag). */
+    struct lag_sample lag[LAG_SAMPLES];
+    uint32_t n_lag;
+    uint64_t lag_term; /* term the samples belong to */
 };
 
 /* ---- a processing round ------------------------------------------------------------------ */
@@ -284,10 +295,12 @@ struct replica {
 
     int rollback_fd;
     struct replica_stats stats;
-    struct wal_stats wal_last;
     struct metric *m_proposals, *m_applied, *m_rollbacks, *m_rollbacks_uncertain, *m_snap_sent,
-        *m_snap_recv, *m_ignored, *m_bad, *m_fsyncs, *m_batches, *m_records, *m_wal_bytes,
-        *m_compactions;
+        *m_snap_recv, *m_ignored, *m_bad, *m_compactions;
+    /* updated on the WAL's sync thread (rep_wal_batch); registered before wal_open */
+    struct metric *m_fsyncs, *m_batches, *m_records, *m_wal_bytes, *m_fsync_seconds,
+        *m_batch_records, *m_batch_bytes;
+    bool collector; /* rep_collect registered with cfg.metrics */
 };
 
 /* ---- shared functions ------------------------------------------------------------------- */
@@ -298,7 +311,13 @@ uint64_t rep_real_ms(const struct replica *r);
 struct group *rep_group(const struct replica *r, uint32_t partition);
 struct peer *group_peer(struct group *g, uint64_t id);
 bool rep_peer_down(const struct replica *r, uint64_t id);
-void rep_update_gauges(struct replica *r);
+/* Leader lag bookkeeping: notes the append times of u's entries (called for every
+ * update; cheap unless this node leads and u appends). */
+void rep_lag_note(struct group *g, const struct raft_update *u);
+/* Leader: follower lag in entries (last index - match) and in ms (age of its oldest
+ * entry not durable there; 0 if none). */
+void rep_follower_lag(struct group *g, uint64_t last_index, uint64_t match, uint64_t now_ms,
+                      uint64_t *entries, uint64_t *ms);
 /* Voter `id` heard from recently and not marked down. */
 bool group_peer_active(struct group *g, const struct peer *p, uint64_t now_ms);
 

@@ -271,6 +271,7 @@ static int handle_update(struct replica *r, struct group *g, const struct raft_u
         if (rc < 0) return rc;
     }
     soft_state(r, g, u);
+    rep_lag_note(g, u);
     if (u->leader_durable_index) ops_on_leader_durable(g, u->leader_durable_index, u->term);
     if (u->n_committed) {
         rc = apply_committed(r, g, u);
@@ -414,7 +415,6 @@ int replica_process(struct replica *r)
     r->dirty = false;
     if (rc == 0 && release_rounds(r)) r->dirty = true; /* persisted reports: more to do */
     snap_pump(r);
-    rep_update_gauges(r);
     ops_flush_done(r);
     return rc;
 }

@@ -17,7 +17,6 @@
 #include <string.h>
 
 #include "base/log.h"
-#include "metrics/metrics.h"
 #include "replica/replica_int.h"
 
 #define TRANSFER_LAG 64
@@ -94,18 +93,6 @@ static void move_leadership(struct replica *r, struct group *g, uint64_t now)
     }
 }
 
-static void wal_metrics(struct replica *r)
-{
-    if (!r->m_fsyncs) return;
-    struct wal_stats s;
-    wal_stats(r->wal, &s);
-    metric_add(r->m_fsyncs, s.fsyncs - r->wal_last.fsyncs);
-    metric_add(r->m_batches, s.batches - r->wal_last.batches);
-    metric_add(r->m_records, s.records - r->wal_last.records);
-    metric_add(r->m_wal_bytes, s.bytes - r->wal_last.bytes);
-    r->wal_last = s;
-}
-
 int replica_tick(struct replica *r)
 {
     uint64_t now = rep_now_ms(r);
@@ -123,7 +110,6 @@ int replica_tick(struct replica *r)
     ops_timeouts(r, now);
     snap_tick(r, now);
     int rc = snap_compact(r, now);
-    wal_metrics(r);
     ops_flush_done(r);
     return rc;
 }

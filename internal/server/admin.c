@@ -4,13 +4,17 @@
  *   GET /health    200 {"status":"serving",...} or 503 while shutting down
  *   GET /metrics   Prometheus text format (metrics.h)
  *   GET /status    JSON: this node's partitions (role, term, leader,
- *                  commit/applied/last index, per-peer match and lag), peers
+ *                  commit/applied/last index, per-peer match and lag in
+ *                  entries and ms), peers
  *   GET /hash      JSON: content hash and applied index of every hosted
  *                  partition (replicas of a partition must agree at equal
  *                  applied indexes: the convergence check)
  *
  * Served on the loop thread; every answer is built from in-memory state
- * except /hash, which reads each partition's keys.
+ * except /hash, which reads each partition's keys. /metrics runs the
+ * registry's collectors (the replica's per-partition series and stats, the
+ * transport counters below) here, on the loop thread, so they read loop state
+ * without locks; nothing is kept up to date between scrapes for them.
  */
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -53,6 +57,56 @@ static void admin_metrics(struct server *s, struct evhttp_request *req, struct e
     buf_free(&out);
 }
 
+/* ---- scrape-time series: the transport's counters --------------------------------------- */
+
+static void transport_collect(void *ctx, struct metrics_sink *k)
+{
+    struct server *s = ctx;
+    struct transport_stats st;
+    transport_stats(s->t, &st);
+    const struct {
+        const char *name, *help;
+        enum metrics_type type;
+        uint64_t v;
+    } rows[] = {
+        {"trine_connections", "Open connections, clients and peers, both directions.",
+         METRICS_GAUGE, st.conns_open},
+        {"trine_connections_accepted_total", "TCP connections accepted.", METRICS_COUNTER,
+         st.conns_accepted},
+        {"trine_connections_refused_total", "Accepted connections closed at once: too many open.",
+         METRICS_COUNTER, st.conns_refused},
+        {"trine_peer_connects_total", "Dialed peer connections that completed the handshake.",
+         METRICS_COUNTER, st.peer_connects},
+        {"trine_tls_handshake_failures_total", "TLS handshakes that failed or timed out.",
+         METRICS_COUNTER, st.handshake_failures},
+        {"trine_tls_identity_mismatches_total",
+         "Verified certificates whose identity is not acceptable.", METRICS_COUNTER,
+         st.identity_mismatches},
+        {"trine_network_received_bytes_total", "Framed bytes received, headers included.",
+         METRICS_COUNTER, st.bytes_in},
+        {"trine_network_sent_bytes_total", "Framed bytes handed to connections to send.",
+         METRICS_COUNTER, st.bytes_out},
+        {"trine_network_received_frames_total", "Frames received.", METRICS_COUNTER, st.frames_in},
+        {"trine_network_sent_frames_total", "Frames handed to connections to send.",
+         METRICS_COUNTER, st.frames_out},
+        {"trine_oversize_frames_total", "Frames refused for exceeding --max-frame.",
+         METRICS_COUNTER, st.oversize_frames},
+        {"trine_backpressure_events_total", "Sends refused or reads paused by full buffers.",
+         METRICS_COUNTER, st.backpressure_events},
+        {"trine_stalled_closes_total", "Connections closed because they stopped making progress.",
+         METRICS_COUNTER, st.stalled_closes},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        metrics_emit_family(k, rows[i].name, rows[i].type, rows[i].help);
+        metrics_emit(k, NULL, (double)rows[i].v);
+    }
+}
+
+int admin_metrics_init(struct server *s, struct trine_err *err)
+{
+    return metrics_collector(s->metrics, transport_collect, s, err);
+}
+
 static void admin_status(struct server *s, struct evhttp_request *req, struct evbuffer *b)
 {
     uint32_t np = ring_partitions(s->ring);
@@ -80,12 +134,13 @@ static void admin_status(struct server *s, struct evhttp_request *req, struct ev
                             first ? "" : ",", p, raft_role_name(st.role), st.term, st.leader,
                             st.preferred, st.commit, st.applied, st.last_index, st.snapshot_index);
         for (uint32_t i = 0; i < st.n_peers; i++)
-            evbuffer_add_printf(
-                b,
-                "%s{\"id\":%" PRIu64 ",\"voter\":%s,\"active\":%s,\"match\":%" PRIu64
-                ",\"lag\":%" PRIu64 "}",
-                i ? "," : "", st.peers[i].id, st.peers[i].voter ? "true" : "false",
-                st.peers[i].active ? "true" : "false", st.peers[i].match, st.peers[i].lag);
+            evbuffer_add_printf(b,
+                                "%s{\"id\":%" PRIu64
+                                ",\"voter\":%s,\"active\":%s,\"match\":%" PRIu64 ",\"lag\":%" PRIu64
+                                ",\"lag_ms\":%" PRIu64 "}",
+                                i ? "," : "", st.peers[i].id, st.peers[i].voter ? "true" : "false",
+                                st.peers[i].active ? "true" : "false", st.peers[i].match,
+                                st.peers[i].lag, st.peers[i].lag_ms);
         evbuffer_add_printf(b, "]}");
         first = false;
     }

@@ -370,47 +370,6 @@ static int server_metrics_init(struct server *s, struct trine_err *err)
     return 0;
 }
 
-/* NOLINTBEGIN(bugprone-macro-parentheses): `field` names a struct member */
-#define TRANSPORT_GAUGE(field)                                                                     \
-    static double transport_##field(void *ctx)                                                     \
-    {                                                                                              \
-        struct transport_stats st;                                                                 \
-        transport_stats(((struct server *)ctx)->t, &st);                                           \
-        return (double)st.field;                                                                   \
-    }
-TRANSPORT_GAUGE(conns_open)
-TRANSPORT_GAUGE(handshake_failures)
-TRANSPORT_GAUGE(identity_mismatches)
-TRANSPORT_GAUGE(bytes_in)
-TRANSPORT_GAUGE(bytes_out)
-TRANSPORT_GAUGE(oversize_frames)
-TRANSPORT_GAUGE(backpressure_events)
-/* NOLINTEND(bugprone-macro-parentheses) */
-
-static int transport_metrics_init(struct server *s, struct trine_err *err)
-{
-    static const struct {
-        const char *name, *help;
-        double (*fn)(void *);
-    } rows[] = {
-        {"trine_connections", "Open connections (clients and peers).", transport_conns_open},
-        {"trine_tls_handshake_failures", "Failed TLS handshakes since start.",
-         transport_handshake_failures},
-        {"trine_tls_identity_mismatches", "Certificates with an unacceptable identity.",
-         transport_identity_mismatches},
-        {"trine_network_received_bytes", "Framed bytes received since start.", transport_bytes_in},
-        {"trine_network_sent_bytes", "Framed bytes sent since start.", transport_bytes_out},
-        {"trine_oversize_frames", "Frames refused for exceeding --max-frame.",
-         transport_oversize_frames},
-        {"trine_backpressure_events", "Sends refused or reads paused by full buffers.",
-         transport_backpressure_events},
-    };
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
-        if (!metrics_gauge_fn(s->metrics, rows[i].name, rows[i].help, NULL, rows[i].fn, s, err))
-            return err->code;
-    return 0;
-}
-
 static int server_open_ring(struct server *s, struct trine_err *err)
 {
     uint32_t ids[CONFIG_MEMBERS_MAX];
@@ -478,7 +437,7 @@ int server_create(const struct server_config *cfg, struct server **out, struct t
         tc.cb = (struct transport_callbacks){on_frame, on_accept, on_close, on_peer_state, s};
         rc = transport_create(s->base, &tc, &s->t, err);
     }
-    if (!rc) rc = transport_metrics_init(s, err);
+    if (!rc) rc = admin_metrics_init(s, err);
     struct replica_set *sets = NULL;
     if (!rc) {
         sets = calloc(cfg->partitions, sizeof(*sets));

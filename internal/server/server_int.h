@@ -157,6 +157,8 @@ void scatter_status(struct server *s, struct op *op);
 void status_local_row(struct server *s, struct codec_member_status *row);
 
 /* admin.c */
+/* Registers the scrape-time series the server owns (transport counters). */
+int admin_metrics_init(struct server *s, struct trine_err *err);
 int admin_start(struct server *s, const char *host_port, struct trine_err *err);
 void admin_stop(struct server *s);
 

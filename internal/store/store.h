@@ -245,4 +245,21 @@ struct store_stats {
 };
 void store_stats(const struct store *s, struct store_stats *out);
 
+/* leveldb's own figures, read from its properties ("leveldb.num-files-at-level<N>",
+ * "leveldb.stats", "leveldb.approximate-memory-usage"). leveldb prints the
+ * per-level sizes and compaction figures of "leveldb.stats" rounded to whole MiB
+ * and whole seconds; they are passed on at that resolution. */
+#define STORE_LDB_LEVELS 7
+struct store_ldb_stats {
+    uint64_t files[STORE_LDB_LEVELS];              /* table files per level */
+    uint64_t level_bytes[STORE_LDB_LEVELS];        /* bytes per level (1 MiB resolution) */
+    double compaction_seconds[STORE_LDB_LEVELS];   /* time compacting into the level (1 s) */
+    uint64_t compaction_read[STORE_LDB_LEVELS];    /* bytes read by those compactions (1 MiB) */
+    uint64_t compaction_written[STORE_LDB_LEVELS]; /* bytes written by them (1 MiB) */
+    uint64_t memory_bytes; /* memtables and block cache in use (approximate-memory-usage) */
+};
+/* Fills *out (fields leveldb did not answer stay 0). Takes leveldb's mutex briefly;
+ * meant for a metrics scrape, not a hot path. */
+void store_ldb_stats(struct store *s, struct store_ldb_stats *out);
+
 #endif

@@ -192,6 +192,13 @@ static int wal_batch_write(struct wal *w, struct wal_batch *b)
         hist_record(&w->stats.fsync_us, (t1 - t0) / 1000);
     }
     pthread_mutex_unlock(&w->stats_mu);
+    if (w->opt.on_batch) {
+        struct wal_batch_info info = {.records = b->records,
+                                      .bytes = b->bytes,
+                                      .synced = !w->opt.sync_off,
+                                      .fsync_ns = t1 - t0};
+        w->opt.on_batch(w->opt.on_batch_ctx, &info);
+    }
     return 0;
 }
 

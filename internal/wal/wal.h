@@ -65,6 +65,16 @@ typedef int (*wal_read_fn)(void *ctx, const struct wal_record *rec);
  * (tests) leaves the log failed: that batch and all later requests complete with
  * -TRINE_EFSYNC. */
 typedef void (*wal_stop_fn)(void *ctx, const char *msg);
+/* One group commit, reported on the sync thread after its write (and fdatasync)
+ * returned, before its submissions complete: for metrics. Must be cheap, must
+ * not block and must not call into the WAL. */
+struct wal_batch_info {
+    uint64_t records;  /* records written (re-appended ones included) */
+    uint64_t bytes;    /* bytes written, headers included */
+    bool synced;       /* an fdatasync was issued (false with sync_off) */
+    uint64_t fsync_ns; /* its duration */
+};
+typedef void (*wal_batch_fn)(void *ctx, const struct wal_batch_info *info);
 
 enum wal_replay_mode {
     WAL_REPLAY_LIVE = 0, /* every valid record in log order, except ENTRY records that a
@@ -87,6 +97,8 @@ struct wal_options {
     void *replay_ctx;
     wal_stop_fn stop; /* NULL: trine_fatal */
     void *stop_ctx;
+    wal_batch_fn on_batch; /* NULL: none */
+    void *on_batch_ctx;
 };
 
 /* What wal_open found; filled even when it fails. */

@@ -293,7 +293,8 @@ static void fake_default(struct fake *f, struct fake *s, const struct codec_msg 
                                                  .healthy = i != 2,
                                                  .partitions = 8,
                                                  .primaries = i == 2 ? 0 : 4,
-                                                 .lag = (uint64_t)i * 5};
+                                                 .lag = (uint64_t)i * 5,
+                                                 .lag_ms = (uint64_t)i * 1500};
         rep->cluster_status_reply.epoch = 9;
         rep->cluster_status_reply.members = ms;
         rep->cluster_status_reply.n_members = 3;
@@ -968,6 +969,7 @@ static void test_cluster_status(void **state)
     assert_int_equal(cl->members[2].healthy, 0);
     assert_int_equal(cl->members[0].primaries, 4);
     assert_int_equal(cl->members[2].lag, 10);
+    assert_int_equal(cl->members[2].lag_ms, 3000);
     trine_cluster_free(cl);
     trine_client_close(c);
     fake_stop(a);
@@ -1168,9 +1170,12 @@ static void test_cli(void **state)
     assert_int_equal(run_cli(env, "cluster status"), 0);
     assert_non_null(strstr(cli_out, "NODE"));
     assert_non_null(strstr(cli_out, "DOWN"));
-    assert_non_null(strstr(cli_out, "worst lag 10 entries (node 3)"));
+    /* the worst lag of the reachable members (a DOWN one's is unknown) */
+    assert_non_null(strstr(cli_out, "worst replication lag 5 entries, 1.500 s"));
+    assert_non_null(strstr(cli_out, "node 2 leads"));
     assert_int_equal(run_cli(env, "cluster status -o json"), 0);
-    assert_non_null(strstr(cli_out, "\"worst_lag\":10"));
+    assert_non_null(strstr(cli_out, "\"worst_lag\":5,\"worst_lag_ms\":1500"));
+    assert_non_null(strstr(cli_out, "\"lag_ms\":3000"));
     /* A node that never answers: exit 3 with "outcome unknown". */
     fake_set_hook(a, hook_hold);
     assert_int_equal(run_cli(env, "--timeout 200 put k v"), 3);

@@ -443,6 +443,46 @@ static void test_conflict_hints(void **state)
     node_free(&nd);
 }
 
+/* raft_progress: only a leader answers; its own match is its durable index; a follower's
+ * match follows its acknowledgements. */
+static void test_progress_accessor(void **state)
+{
+    (void)state;
+    struct raft_conf c = conf_of(3);
+    struct node nd;
+    node_new(&nd, 1, &c, NULL);
+    drain(&nd);
+    struct raft_progress pr;
+    assert_int_equal(raft_progress(nd.r, 2, &pr), -TRINE_ENOT_LEADER);
+    assert_int_equal(raft_campaign(nd.r, 0), 0);
+    drain(&nd);
+    struct raft_msg m = {.type = RAFT_MSG_PREVOTE_RESP, .from = 2, .to = 1, .term = 2};
+    assert_int_equal(raft_recv(nd.r, 0, &m), 0);
+    drain(&nd);
+    m = (struct raft_msg){.type = RAFT_MSG_VOTE_RESP, .from = 2, .to = 1, .term = 2};
+    assert_int_equal(raft_recv(nd.r, 0, &m), 0);
+    drain(&nd);
+    struct raft_status st = status(&nd);
+    assert_int_equal(st.role, RAFT_LEADER);
+    assert_int_equal(st.last_index, 2); /* conf entry, then the leader's no-op */
+    assert_int_equal(raft_progress(nd.r, 1, &pr), 0);
+    assert_int_equal(pr.match, 2);
+    assert_true(pr.voter);
+    assert_int_equal(raft_progress(nd.r, 2, &pr), 0);
+    assert_int_equal(pr.match, 0);
+    assert_int_equal(raft_progress(nd.r, 9, &pr), -TRINE_ENOT_FOUND);
+    m = (struct raft_msg){
+        .type = RAFT_MSG_APPEND_RESP, .from = 2, .to = 1, .term = 2, .index = 2, .log_term = 2};
+    assert_int_equal(raft_recv(nd.r, 0, &m), 0);
+    drain(&nd);
+    assert_int_equal(raft_progress(nd.r, 2, &pr), 0);
+    assert_int_equal(pr.match, 2);
+    assert_true(pr.recent_active);
+    assert_int_equal(raft_progress(nd.r, 3, &pr), 0);
+    assert_int_equal(pr.match, 0);
+    node_free(&nd);
+}
+
 static void test_malformed_messages(void **state)
 {
     (void)state;
@@ -487,6 +527,7 @@ int main(void)
         cmocka_unit_test(test_follower_commit_bound),
         cmocka_unit_test(test_conflict_hints),
         cmocka_unit_test(test_malformed_messages),
+        cmocka_unit_test(test_progress_accessor),
     };
     return cmocka_run_group_tests_name("raft", tests, NULL, NULL);
 }

@@ -605,6 +605,91 @@ static void test_fast_rollback(void **state)
     cluster_down();
 }
 
+/* Renders n's metrics into text (NUL-terminated). */
+static const char *render_metrics(struct node *n, struct buf *text)
+{
+    buf_reset(text);
+    assert_int_equal(metrics_render(n->metrics, text), 0);
+    assert_int_equal(buf_append(text, "", 1), 0);
+    return (const char *)text->data;
+}
+
+/* A sample's value in rendered text, or -1 if absent. */
+static double sample(const char *text, const char *series)
+{
+    char want[160];
+    snprintf(want, sizeof(want), "\n%s ", series);
+    const char *at = strstr(text, want);
+    return at ? strtod(at + strlen(want), NULL) : -1;
+}
+
+/* Follower lag on the leader, in entries and in seconds (the age of the oldest entry the
+ * follower lacks), from /status's data and the scrape-time metrics alike. */
+static void test_follower_lag(void **state)
+{
+    (void)state;
+    cluster_up();
+    wait_preferred();
+    const uint32_t p = 0;
+    uint64_t l = preferred(p), f = sets[p].nodes[2], o = sets[p].nodes[1];
+    struct op w;
+    strong_put(p, "warm", "0", &w);
+    advance(50);
+    struct buf text;
+    buf_init(&text);
+    char ent[96], sec[96];
+    snprintf(ent, sizeof(ent),
+             "trine_raft_follower_lag_entries{partition=\"%u\",follower=\"%llu\"}", p,
+             (unsigned long long)f);
+    snprintf(sec, sizeof(sec),
+             "trine_raft_follower_lag_seconds{partition=\"%u\",follower=\"%llu\"}", p,
+             (unsigned long long)f);
+    const char *t = render_metrics(node_of(l), &text);
+    assert_true(sample(t, ent) == 0);
+    assert_true(sample(t, sec) == 0);
+
+    node_of(f)->cut = true;
+    uint64_t t0 = fake_ns / 1000000u;
+    strong_put(p, "lag1", "1", &w); /* the other follower makes the majority */
+    advance(1000);
+    strong_put(p, "lag2", "2", &w);
+    advance(500);
+    uint64_t now = fake_ns / 1000000u;
+    struct replica_part_status st;
+    assert_int_equal(replica_status(node_of(l)->rep, p, &st), 0);
+    for (uint32_t i = 0; i < st.n_peers; i++) {
+        if (st.peers[i].id == o) {
+            assert_int_equal(st.peers[i].lag, 0);
+            assert_int_equal(st.peers[i].lag_ms, 0);
+        }
+        if (st.peers[i].id != f) continue;
+        assert_int_equal(st.peers[i].lag, 2);
+        /* lag1 was appended one step after it was proposed at t0 */
+        assert_in_range(st.peers[i].lag_ms, now - t0 - 2 * STEP_MS, now - t0);
+    }
+    t = render_metrics(node_of(l), &text);
+    assert_true(sample(t, ent) == 2);
+    double secs = sample(t, sec);
+    assert_true(secs >= (double)(now - t0 - 2 * STEP_MS) / 1000 &&
+                secs <= (double)(now - t0) / 1000);
+    char com[64];
+    snprintf(com, sizeof(com), "trine_raft_commit_index{partition=\"%u\"}", p);
+    assert_true(sample(t, com) == (double)st.commit);
+    /* only the leader reports follower lag for the partition */
+    char none[64];
+    snprintf(none, sizeof(none), "follower_lag_entries{partition=\"%u\",", p);
+    assert_null(strstr(render_metrics(node_of(o), &text), none));
+
+    node_of(f)->cut = false;
+    check_converged();
+    advance(100);
+    t = render_metrics(node_of(l), &text);
+    assert_true(sample(t, ent) == 0);
+    assert_true(sample(t, sec) == 0);
+    buf_free(&text);
+    cluster_down();
+}
+
 static void test_snapshot_catch_up(void **state)
 {
     (void)state;
@@ -803,6 +888,7 @@ int main(void)
         cmocka_unit_test(test_ttl_expiry),
         cmocka_unit_test(test_shutdown_hands_over),
         cmocka_unit_test(test_foreign_partition_ignored),
+        cmocka_unit_test(test_follower_lag),
     };
     log_set_level(LOG_LEVEL_WARN);
     return cmocka_run_group_tests_name("replica", tests, NULL, NULL);

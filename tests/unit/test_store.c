@@ -444,6 +444,48 @@ static void test_restart_keeps_state(void **state)
     tu_rm_rf(dir);
 }
 
+/* store_ldb_stats: leveldb's figures, from its properties. A store_sync flushes the
+ * memtable into a table file, so some level holds a file afterwards. */
+static void test_ldb_stats(void **state)
+{
+    (void)state;
+    const char *dir = tu_mkdtemp("store");
+    struct store *s = open_dir(dir);
+    struct store_ldb_stats st;
+    store_ldb_stats(s, &st);
+    uint64_t files = 0;
+    for (int l = 0; l < STORE_LDB_LEVELS; l++)
+        files += st.files[l];
+    assert_true(st.memory_bytes > 0); /* the empty memtable and cache have a footprint */
+    /* 3 MiB of incompressible values: the per-level figures of "leveldb.stats" (whole
+     * MiB) become visible once flushed */
+    static uint8_t val[64 * 1024];
+    struct rng r;
+    rng_seed(&r, 7);
+    for (uint64_t i = 1; i <= 48; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "big%02llu", (unsigned long long)i);
+        rng_fill(&r, val, sizeof(val));
+        struct store_op op = mk(STORE_OP_PUT, i, key, NULL);
+        op.value = val;
+        op.value_len = sizeof(val);
+        assert_int_equal(apply1(s, P, op).status, 0);
+    }
+    assert_int_equal(store_sync(s), 0);
+    store_ldb_stats(s, &st);
+    uint64_t after = 0, bytes = 0, written = 0;
+    for (int l = 0; l < STORE_LDB_LEVELS; l++) {
+        after += st.files[l];
+        bytes += st.level_bytes[l];
+        written += st.compaction_written[l];
+    }
+    assert_true(after > files);
+    assert_true(bytes >= (2u << 20) && bytes <= (4u << 20));
+    assert_true(written >= (2u << 20)); /* the memtable flush counts as a compaction */
+    store_close(s);
+    tu_rm_rf(dir);
+}
+
 static void test_crash_without_close(void **state)
 {
     (void)state;
@@ -1394,6 +1436,7 @@ int main(void)
         cmocka_unit_test(test_key_filter_rebuild),
         cmocka_unit_test(test_drop),
         cmocka_unit_test(test_random_against_model),
+        cmocka_unit_test(test_ldb_stats),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

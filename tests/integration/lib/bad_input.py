@@ -270,16 +270,16 @@ def main():
 
     # Frames over --max-frame: the connection is closed (nothing allocated for them).
     for name, n in (("frame of max-frame + 1 bytes", MAX_FRAME + 1), ("frame of 4 GiB", 0xFFFFFFFF)):
-        before = metric("trine_oversize_frames")
+        before = metric("trine_oversize_frames_total")
         c = wire.Conn(EP, CERTS, timeout=10.0)
         try:
             c.send_raw(struct.pack(">I", n) + b"\x92\x02" + b"\0" * 1000)
         except OSError:
             pass
         closed, how = closed_by_node(c.sock, 10)
-        after = metric("trine_oversize_frames")
+        after = metric("trine_oversize_frames_total")
         report(closed and after == before + 1, name,
-               "%s; trine_oversize_frames %s -> %s" % (how, before, after))
+               "%s; trine_oversize_frames_total %s -> %s" % (how, before, after))
         c.close()
 
     # A frame cut short by a disconnect.
