@@ -196,8 +196,9 @@ static void rep_wal_batch(void *ctx, const struct wal_batch_info *b)
  * follower has not made durable. Samples every follower has passed are dropped; a full
  * ring is thinned (every other sample), which can only make a lag look older, by at most
  * the gap between two kept samples. Entries from before this node's leadership have no
- * sample: a follower still missing one shows the time since the leadership began, a lower
- * bound. */
+ * sample, and a new leader does not know what a follower holds until it answers: such a
+ * follower shows the entries appended and the time passed since the leadership began, both
+ * lower bounds. */
 
 void rep_lag_note(struct group *g, const struct raft_update *u)
 {
@@ -207,6 +208,7 @@ void rep_lag_note(struct group *g, const struct raft_update *u)
     if (g->lag_term != u->term) {
         g->n_lag = 0;
         g->lag_term = u->term;
+        g->lag_base = before;
     }
     if (g->n_lag && (g->lag[g->n_lag - 1].ms == now || g->lag[g->n_lag - 1].index >= before))
         return;
@@ -233,11 +235,15 @@ void rep_lag_note(struct group *g, const struct raft_update *u)
 void rep_follower_lag(struct group *g, uint64_t last_index, uint64_t match, uint64_t now_ms,
                       uint64_t *entries, uint64_t *ms)
 {
+    bool sampled = g->lag_term == g->term && g->n_lag;
+    /* Nothing acknowledged to this leader yet (Raft's match starts at 0): what it holds is
+     * unknown; count from the leadership's first entry (a lower bound, like the time). */
+    if (sampled && match == 0) match = g->lag_base;
     *entries = last_index > match ? last_index - match : 0;
     *ms = 0;
     if (*entries == 0) return;
     uint64_t t = g->lead_since_ms;
-    if (g->lag_term == g->term && g->n_lag) {
+    if (sampled) {
         t = g->lag[0].ms;
         for (uint32_t i = g->n_lag; i-- > 0;) {
             if (g->lag[i].index <= match) {

@@ -201,6 +201,7 @@ struct group {
     struct lag_sample lag[LAG_SAMPLES];
     uint32_t n_lag;
     uint64_t lag_term; /* term the samples belong to */
+    uint64_t lag_base; /* the log's last index when this term's first entry was appended */
 };
 
 /* ---- a processing round ------------------------------------------------------------------ */

@@ -10,6 +10,8 @@
 # 2. With a node killed: `all` writes fail with UNAVAILABLE (the node answers
 #    at once; the CLI exits 3 once its retries run out), while `fast` (and
 #    strong) writes and reads of a key led by a live node keep working.
+#    Meanwhile /metrics: well formed, every documented family present, and the primary
+#    shows the dead node's follower lag (entries and seconds), back to 0 once it is back.
 # 3. Forced fast-mode rollback: the two followers of primary L are killed, a
 #    fast write is acknowledged by L alone, L is frozen (SIGSTOP) before it
 #    can replicate, the followers restart, elect a new primary and take a
@@ -76,12 +78,24 @@ v=$(cli --consistency fast get "$fkey" --min-revision "$rev" 2>/dev/null) ||
 v=$(cli get "$fkey" 2>/dev/null) || fail "strong get with node $D down"
 [ "$v" = fast-5 ] || fail "strong get with node $D down returned '$v', want fast-5"
 say "fast (and strong) puts and gets work with node $D down"
+# Metrics (docs/operations.md): the exposition is well formed with every documented family,
+# and the primary of $fkey reports the dead follower's lag in entries and seconds.
+MC="python3 tests/integration/lib/metrics_check.py"
+out=$($MC format "$(node_http $up)" puts) || fail "node $up /metrics: $out"
+say "metrics: node $up: $out"
+out=$($MC lag "$(node_http $up)" $D 5) || fail "node $up: no follower lag for node $D: $out"
+say "metrics: node $up: $out"
 node_restart $D
 wait_for 20 "node $D healthy after restart" $TT http "$(node_http $D)" /health
 wait_for 40 "leaders settle after restarting node $D" leaders_settled
 cli --consistency all --timeout 10000 put "$fkey" all-back >/dev/null ||
     fail "all put after node $D is back"
 say "all put succeeds again once node $D is back"
+wait_for 20 "node $D caught up in node $up's follower lag" $MC caught-up "$(node_http $up)" $D
+for i in 1 2 3; do
+    out=$($MC format "$(node_http $i)") || fail "node $i /metrics: $out"
+done
+say "metrics: node $D caught up (lag 0 entries, 0 s on node $up); every node's /metrics well formed"
 
 # ---- 3. forced fast-mode rollback ---------------------------------------------------------
 L=$(top_leader)
