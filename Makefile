@@ -316,3 +316,19 @@ $(BUILD)/tests/test_fault_apply: $(BUILD)/obj/tests/fault/test_fault_apply.o $(T
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(EXT_LIBS) $(CMOCKA_LIBS)
 unit: $(BUILD)/tests/test_fault_apply
+
+# --- docker compose demo (deploy/, scripts/demo.sh, docs/operations.md) ---------
+# make demo         base image (scripts/docker-base.sh), images, 5 nodes + Prometheus,
+#                   the tour; leaves the cluster running (compose project trine-demo)
+# make demo-down    removes the demo's containers, network and volumes (images stay)
+# make test-docker  the same on its own compose project with every step checked and a
+#                   node killed; torn down at exit; ends "docker: N passed, N failed"
+.PHONY: demo demo-down test-docker
+demo:
+	@scripts/demo.sh up
+
+demo-down:
+	@scripts/demo.sh down
+
+test-docker:
+	@scripts/demo.sh test

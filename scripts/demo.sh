@@ -120,7 +120,7 @@ part_field() {
 }
 part_hash() {
     http "$1" /hash >"$tmp/h.json" || return 1
-    json "$tmp/h.json" "[(p['applied'], p['hash']) for p in d['partitions'] if p['partition'] == $2][0]"
+    json "$tmp/h.json" "['hash %s at applied index %d' % (p['hash'], p['applied']) for p in d['partitions'] if p['partition'] == $2][0]"
 }
 # Every partition's replicas report the same applied index and content hash.
 converged() {
@@ -235,9 +235,25 @@ say "${stop_how^} the container of node $victim (the primary)"
 t=$SECONDS
 echo "\$ docker $stop_how <node-$victim>"
 must "node-$victim $stop_how" dc "$stop_how" "node-$victim"
+t_down=$(date +%s%3N)
 note "down after $((SECONDS - t)) s; node $victim had applied partition $PART up to index $applied_before"
 
 say "The partition elects a new primary; the strong write survived"
+elected() { # a surviving replica of PART names a primary other than the victim
+    local r l
+    for r in ${REPLICAS//,/ }; do
+        [ "$r" = "$victim" ] && continue
+        l=$(part_field "$r" "$PART" leader 2>/dev/null) || continue
+        if [ -n "$l" ] && [ "$l" != 0 ] && [ "$l" != "$victim" ]; then
+            elected_node=$l
+            return 0
+        fi
+    done
+    return 1
+}
+elected_node=""
+check "partition $PART elects a new primary within 15 s" wait_for 15 elected
+note "node ${elected_node:-?} is partition $PART's primary $(($(date +%s%3N) - t_down)) ms after node $victim went down (as its replicas' /status shows)"
 show get "$key"
 check "strong get of the pre-failure value after the primary went down" [ $rc = 0 ]
 trine -o json get "$key" >"$tmp/get.json" 2>/dev/null
@@ -271,7 +287,7 @@ caught_up() {
 check "node $victim applies partition $PART up to the primary's commit index within 30 s" wait_for 30 caught_up
 note "node $victim: partition $PART applied index $applied_before -> $(part_field "$victim" "$PART" applied) (the primary's commit index was $target) $((SECONDS - t)) s after the start"
 hv=$(part_hash "$victim" "$PART") hp=$(part_hash "$new_primary" "$PART")
-note "content hash of partition $PART (applied index, hash): node $victim $hv, node $new_primary $hp"
+note "partition $PART's content on node $victim: $hv; on node $new_primary: $hp"
 check "every replica of every partition has the same applied index and content hash within 30 s" wait_for 30 converged
 show --consistency all put "$key" "every replica again"
 check "an 'all' put succeeds again (3/3 acks)" [ $rc = 0 ]
