@@ -36,7 +36,7 @@ static bool has_suffix(const char *s, const char *suf)
 static size_t check_exposition(const char *text)
 {
     char fam[256] = "", type[32] = "";
-    char seen[256][130];
+    static char seen[256][256];
     size_t n_seen = 0, samples = 0;
     double last_le = -INFINITY, last_bucket = 0;
     bool in_buckets = false;
