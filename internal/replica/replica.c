@@ -627,6 +627,8 @@ int replica_open(const struct replica_config *cfg, struct replica **out, struct 
     if (rc == 0) {
         snprintf(path, sizeof(path), "%s/store", r->dir);
         rc = store_open(path, cfg->store, &r->store, err);
+        /* replica_process() writes each round's applies as one batch */
+        if (rc == 0) store_set_deferred(r->store, true);
     }
     if (rc == 0) {
         snprintf(path, sizeof(path), "%s/wal", r->dir);

@@ -412,6 +412,9 @@ int replica_process(struct replica *r)
         if (rc == 0) rc = end_round(r);
         if (rc < 0 || !did) break;
     }
+    /* The rounds' applies, all partitions, as one leveldb write. */
+    if (rc == 0 && (rc = store_flush(r->store)) < 0)
+        err_set(&r->err, rc, "replica: store write failed: %s", store_err(r->store)->msg);
     r->dirty = false;
     if (rc == 0 && release_rounds(r)) r->dirty = true; /* persisted reports: more to do */
     snap_pump(r);

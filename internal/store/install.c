@@ -63,7 +63,7 @@ int store_install_begin(struct store *s, uint32_t partition, struct store_instal
 {
     *out = NULL;
     struct store_part *p;
-    int rc = store_part_get(s, partition, &p);
+    int rc = store_part_read(s, partition, &p);
     if (rc) return rc;
     if (p->install != NULL)
         return err_set(&s->err, -TRINE_EBUSY, "partition %u: install already running", p->id);

@@ -44,7 +44,7 @@ int store_get(struct store *s, uint32_t partition, const uint8_t *key, size_t ke
     if (key_len == 0 || key_len > STORE_KEY_MAX)
         return err_set(&s->err, -TRINE_EINVALID, "key length %zu", key_len);
     struct store_part *p;
-    int rc = store_part_get(s, partition, &p);
+    int rc = store_part_read(s, partition, &p);
     if (rc) return rc;
     rc = store_key_data(&s->kbuf, p->id, p->gen, key, key_len);
     if (rc) return err_set(&s->err, rc, "get");
@@ -70,7 +70,7 @@ int store_scan(struct store *s, uint32_t partition, const uint8_t *prefix, size_
     if (prefix_len > STORE_KEY_MAX || start_after_len > STORE_KEY_MAX)
         return err_set(&s->err, -TRINE_EINVALID, "scan key too long");
     struct store_part *p;
-    int rc = store_part_get(s, partition, &p);
+    int rc = store_part_read(s, partition, &p);
     if (rc) return rc;
     /* pfx = data prefix of the partition + the user's prefix, in a buffer of
      * its own: the callback may call into the store (scratch buffers). */

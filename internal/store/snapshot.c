@@ -45,6 +45,8 @@ struct store_snapshot {
 static int snap_open(struct store *s, uint32_t partition, struct store_snapshot **out)
 {
     *out = NULL;
+    int frc = store_flush(s); /* the snapshot must see every applied op */
+    if (frc) return frc;
     if (partition >= STORE_PARTITIONS_MAX) {
         err_set(&s->err, -TRINE_EINVALID, "partition %u out of range", partition);
         return -TRINE_EINVALID;

@@ -182,6 +182,34 @@ int store_part_get(struct store *s, uint32_t id, struct store_part **out)
     return 0;
 }
 
+int store_part_read(struct store *s, uint32_t id, struct store_part **out)
+{
+    int rc = store_part_get(s, id, out);
+    if (rc == 0 && (*out)->in_batch) rc = store_flush(s);
+    return rc;
+}
+
+void store_set_deferred(struct store *s, bool on)
+{
+    s->deferred = on;
+}
+
+int store_flush(struct store *s)
+{
+    if (s->failed) return err_set(&s->err, s->failed, "store failed earlier: %s", s->err.msg);
+    if (s->n_batch == 0) return 0;
+    char *e = NULL;
+    leveldb_write(s->db, s->wo, s->wb, &e);
+    leveldb_writebatch_clear(s->wb);
+    for (uint32_t i = 0; i < s->n_batch; i++)
+        s->batch[i]->in_batch = false;
+    s->n_batch = 0;
+    int rc = store_ldb_status(&s->err, &e, "apply (deferred batch)");
+    if (rc) s->failed = rc;
+    s->stats.writes++;
+    return rc;
+}
+
 int store_applied(struct store *s, uint32_t partition, uint64_t *index, uint64_t *term)
 {
     struct store_part *p;
@@ -195,6 +223,8 @@ int store_applied(struct store *s, uint32_t partition, uint64_t *index, uint64_t
 int store_partitions(struct store *s, uint32_t *ids, size_t max, size_t *n)
 {
     *n = 0;
+    int frc = store_flush(s);
+    if (frc) return frc;
     leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro);
     const char pfx = STORE_TAG_META;
     for (leveldb_iter_seek(it, &pfx, 1); leveldb_iter_valid(it) && *n < max;
@@ -221,6 +251,8 @@ int store_partitions(struct store *s, uint32_t *ids, size_t max, size_t *n)
 
 int store_sync(struct store *s)
 {
+    int frc = store_flush(s);
+    if (frc) return frc;
     /* leveldb syncs only its current log on a synced write; a log retired by a
      * memtable switch was closed unsynced and is durable only once that
      * memtable reached a table file. CompactRange() first flushes the memtable
@@ -241,7 +273,7 @@ int store_sync(struct store *s)
 int store_drop(struct store *s, uint32_t partition)
 {
     struct store_part *p;
-    int rc = store_part_get(s, partition, &p);
+    int rc = store_part_read(s, partition, &p);
     if (rc) return rc;
     if (p->install != NULL) store_install_abort(p->install);
     uint32_t gen_max;
@@ -386,6 +418,9 @@ void store_close(struct store *s)
 {
     if (s == NULL) return;
     TRINE_ASSERT(atomic_load(&s->snapshots_open) == 0);
+    if (s->n_batch && !s->failed && store_flush(s))
+        log_error("store", "close: the deferred batch was not written: %s", s->err.msg);
+    free(s->batch);
     for (uint32_t i = 0; i < s->nparts; i++) {
         if (s->parts[i] == NULL) continue;
         if (s->parts[i]->install) store_install_drop(s->parts[i]->install);

@@ -155,6 +155,20 @@ struct store_result {
 int store_apply(struct store *s, uint32_t partition, const struct store_op *ops, size_t n,
                 struct store_result *results);
 
+/* Deferred writes. With store_set_deferred(s, true), store_apply() leaves its
+ * WriteBatch pending, so the applies of many partitions in one replica round
+ * reach leveldb as ONE write (one log record, one write syscall, one writer
+ * queue pass) at store_flush() instead of one per partition. Results and the
+ * in-memory state (applied index, caches) are final when store_apply()
+ * returns. Everything else that looks at stored state flushes first: a read,
+ * scan or expiry scan of a partition in the batch, a second apply of such a
+ * partition, snapshots, hashes, installs, drops, sync and close. A failed
+ * flush (or an apply that fails while others are pending) fails the store for
+ * good: the caller must stop; the WAL replays the entries after a restart, as
+ * leveldb writes are unsynced anyway. */
+void store_set_deferred(struct store *s, bool on);
+int store_flush(struct store *s);
+
 /* --- reads ------------------------------------------------------------------- */
 
 struct store_kv {
@@ -237,7 +251,8 @@ void store_install_abort(struct store_install *in);
 
 struct store_stats {
     uint64_t applied_ops;
-    uint64_t batches;
+    uint64_t batches; /* store_apply calls that applied something */
+    uint64_t writes;  /* leveldb writes for them (fewer when deferred) */
     uint64_t duplicates;
     uint64_t cache_hits;   /* metadata/dedupe lookups answered by a cache */
     uint64_t filter_skips; /* new keys proven absent by the key filter */

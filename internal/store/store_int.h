@@ -105,6 +105,7 @@ struct store_part {
     uint64_t dedupe_gc_new;
     struct store_install *install; /* in progress, or NULL */
     struct store_filter filter;
+    bool in_batch; /* applied into the pending (deferred) batch, not yet written */
 };
 
 /* Bounded set-associative cache of committed per-key state (cache.c). */
@@ -154,6 +155,11 @@ struct store {
     char *get_val;                /* leveldb-owned, borrowed by the last store_get */
     atomic_int snapshots_open;
     struct store_stats stats;
+    /* Deferred writes (store_set_deferred): partitions whose applies wait in wb. */
+    bool deferred;
+    int failed; /* a deferred batch was lost: every later flush fails */
+    struct store_part **batch;
+    uint32_t n_batch, cap_batch;
     struct trine_err err;
 };
 
@@ -163,6 +169,10 @@ struct store {
  * else records "<what>: <leveldb message>" in err (may be NULL), frees and
  * clears *errptr and returns the mapped status (IO, NOSPACE, CORRUPT, ...). */
 int store_ldb_status(struct trine_err *err, char **errptr, const char *what);
+
+/* store_part_get, then flush the deferred batch if it holds that partition:
+ * for every read of a partition's state outside store_apply. */
+int store_part_read(struct store *s, uint32_t id, struct store_part **out);
 /* Loads (once) the partition's in-memory state from its meta record. */
 int store_part_get(struct store *s, uint32_t id, struct store_part **out);
 void store_meta_encode(uint8_t out[STORE_META_LEN], uint32_t gen, uint64_t applied_index,

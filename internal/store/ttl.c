@@ -49,7 +49,7 @@ int store_expired(struct store *s, uint32_t partition, uint64_t now_ms, size_t m
                   store_expired_fn fn, void *arg)
 {
     struct store_part *p;
-    int rc = store_part_get(s, partition, &p);
+    int rc = store_part_read(s, partition, &p);
     if (rc) return rc;
     rc = store_key_gen(&s->kbuf2, STORE_TAG_EXPIRY, p->id, p->gen);
     if (rc) return err_set(&s->err, rc, "expiry key");

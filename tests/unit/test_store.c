@@ -1309,11 +1309,15 @@ static void test_random_against_model(void **state)
     const char *d1 = tu_mkdtemp("store");
     const char *d2 = tu_mkdtemp("store");
     /* Two replicas: default caches vs tiny caches (constant eviction) with
-     * different batch boundaries; they must agree with the model and each other. */
+     * different batch boundaries and deferred writes (the same ops also go to a
+     * second partition in the same pending batch, and a second apply of a
+     * partition in it must see the first); they must agree with the model and
+     * each other. */
     struct store *s1 = open_dir(d1);
     struct store_options tiny = {
         .meta_cache_entries = 4, .client_cache_entries = 2, .write_buffer_bytes = 64 << 10};
     struct store *s2 = open_opts(d2, &tiny);
+    store_set_deferred(s2, true);
     struct mkey m[MKEYS];
     memset(m, 0, sizeof(m));
     char names[MKEYS][8];
@@ -1323,7 +1327,7 @@ static void test_random_against_model(void **state)
 
     enum { ROUNDS = 60, OPS_MAX = 64, CLIENTS = 3, SEQS = ROUNDS * OPS_MAX + 1 };
     struct store_op ops[OPS_MAX];
-    struct store_result res[OPS_MAX], res2[OPS_MAX];
+    struct store_result res[OPS_MAX], res2[OPS_MAX], res3[OPS_MAX];
     /* Dedupe model: every result per (client, seq); clients send seqs in
      * order and retry one of their STORE_DEDUPE_PER_CLIENT newest. */
     static struct store_result seen[CLIENTS][SEQS];
@@ -1372,6 +1376,7 @@ static void test_random_against_model(void **state)
         }
         assert_int_equal(store_apply(s1, P, ops, n, res), 0);
         size_t cut = (size_t)rng_below(&r, n + 1);
+        assert_int_equal(store_apply(s2, P + 1, ops, n, res3), 0);
         if (cut) assert_int_equal(store_apply(s2, P, ops, cut, res2), 0);
         if (cut < n) assert_int_equal(store_apply(s2, P, ops + cut, n - cut, res2 + cut), 0);
         for (size_t i = 0; i < n; i++) {
@@ -1397,17 +1402,23 @@ static void test_random_against_model(void **state)
             assert_int_equal(res2[i].status, want.status);
             assert_int_equal(res2[i].version, want.version);
             assert_int_equal(res2[i].revision, want.revision);
+            assert_int_equal(res3[i].status, want.status);
+            assert_int_equal(res3[i].version, want.version);
         }
+        if (rng_below(&r, 2)) assert_int_equal(store_flush(s2), 0);
         check_model(s1, m, names, now);
         check_model(s2, m, names, 0);
         if (round % 20 == 19) {
-            store_close(s2);
+            store_close(s2); /* writes the pending batch */
             s2 = open_opts(d2, &tiny);
+            store_set_deferred(s2, true);
         }
     }
     uint64_t a1, a2;
     assert_int_equal(hash_of(s1, P, &a1), hash_of(s2, P, &a2));
     assert_int_equal(a1, last_index);
+    assert_int_equal(a2, last_index);
+    (void)hash_of(s2, P + 1, &a2);
     assert_int_equal(a2, last_index);
     store_close(s1);
     store_close(s2);
