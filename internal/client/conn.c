@@ -240,7 +240,7 @@ void client_conn_close(struct client_conn *c)
 
 bool client_conn_stale(struct client_conn *c)
 {
-    if (SSL_pending(c->ssl) > 0) return true;
+    if (SSL_has_pending(c->ssl)) return true;
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
     /* Nothing is due on an idle connection: readable means EOF, a reset or
      * stray bytes, and the connection cannot be trusted either way. */
@@ -257,7 +257,9 @@ int client_conn_recv(struct client_conn *c, const struct codec_limits *lim, uint
                      struct codec_msg *out, struct trine_err *err)
 {
     uint8_t hdr[CODEC_FRAME_HEADER_BYTES];
-    int rc = conn_ssl_io(c, CONN_READ, hdr, sizeof(hdr), deadline_ns, "receive", err);
+    /* The reply cannot be there yet: wait for it rather than fail a recv first. */
+    int rc = SSL_has_pending(c->ssl) ? 0 : conn_wait(c->fd, POLLIN, deadline_ns, "receive", err);
+    if (rc == 0) rc = conn_ssl_io(c, CONN_READ, hdr, sizeof(hdr), deadline_ns, "receive", err);
     if (rc != 0) return rc;
     uint32_t len;
     rc = codec_frame_length(hdr, lim, &len, err);

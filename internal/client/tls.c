@@ -85,6 +85,9 @@ int client_tls_ctx_new(const struct trine_tls *tls, SSL_CTX **out, struct trine_
         goto fail;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    /* One recv per reply instead of one for the record header and one for
+     * its body. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     if (SSL_CTX_use_certificate_chain_file(ctx, tls->cert_file) != 1) {
         rc = client_ssl_error(err, -TRINE_EINVALID, "client certificate %s", tls->cert_file);
         goto fail;

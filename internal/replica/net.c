@@ -62,24 +62,27 @@ static const uint8_t from_codec[] = {
 
 /* ---- outbound ------------------------------------------------------------------------- */
 
-static struct peer_out *peer_out(struct replica *r, uint64_t to)
+static struct peer_out *peer_out(struct replica *r, uint64_t to, bool now)
 {
-    for (uint32_t i = 0; i < r->n_outs; i++)
-        if (r->outs[i].to == to) return &r->outs[i];
-    if (r->n_outs == r->cap_outs) {
-        uint32_t cap = r->cap_outs ? r->cap_outs * 2 : 8;
-        struct peer_out *n = realloc(r->outs, cap * sizeof(*n));
+    struct peer_out **outs = now ? &r->outs_now : &r->outs;
+    uint32_t *n_outs = now ? &r->n_outs_now : &r->n_outs;
+    uint32_t *cap_outs = now ? &r->cap_outs_now : &r->cap_outs;
+    for (uint32_t i = 0; i < *n_outs; i++)
+        if ((*outs)[i].to == to) return &(*outs)[i];
+    if (*n_outs == *cap_outs) {
+        uint32_t cap = *cap_outs ? *cap_outs * 2 : 8;
+        struct peer_out *n = realloc(*outs, cap * sizeof(*n));
         if (!n) return NULL;
-        r->outs = n;
-        r->cap_outs = cap;
+        *outs = n;
+        *cap_outs = cap;
     }
-    struct peer_out *po = &r->outs[r->n_outs++];
+    struct peer_out *po = &(*outs)[(*n_outs)++];
     memset(po, 0, sizeof(*po));
     po->to = to;
     return po;
 }
 
-static int flush_peer(struct replica *r, struct peer_out *po)
+static int flush_peer(struct replica *r, struct peer_out *po, bool now)
 {
     if (po->n == 0) return 0;
     struct codec_msg m = {.type = CODEC_MSG_RAFT_BATCH};
@@ -89,7 +92,9 @@ static int flush_peer(struct replica *r, struct peer_out *po)
     buf_init(&frame);
     struct trine_err err = {0};
     int rc = codec_encode(&frame, &m, &r->lim, &err);
-    if (rc == 0) {
+    if (rc == 0 && now) {
+        if (r->cfg.send) (void)r->cfg.send(r->cfg.cb_ctx, po->to, frame.data, frame.len);
+    } else if (rc == 0) {
         rc = round_add_frame(r, po->to, &frame);
     } else {
         /* Raft retries what is lost; never fail the round for one peer. */
@@ -103,10 +108,10 @@ static int flush_peer(struct replica *r, struct peer_out *po)
     return rc;
 }
 
-int net_queue_msg(struct replica *r, struct group *g, const struct raft_msg *m)
+int net_queue_msg(struct replica *r, struct group *g, const struct raft_msg *m, bool now)
 {
     if (m->type == 0 || m->type > RAFT_MSG_TYPE_MAX) return 0;
-    struct peer_out *po = peer_out(r, m->to);
+    struct peer_out *po = peer_out(r, m->to, now);
     if (!po) return -TRINE_ENOMEM;
     if (po->n == po->cap) {
         uint32_t cap = po->cap ? po->cap * 2 : 16;
@@ -150,14 +155,17 @@ int net_queue_msg(struct replica *r, struct group *g, const struct raft_msg *m)
     }
     po->n++;
     po->bytes += bytes;
-    if (po->n >= BATCH_MSGS_MAX || po->bytes > r->lim.frame_bytes_max / 2) return flush_peer(r, po);
+    if (po->n >= BATCH_MSGS_MAX || po->bytes > r->lim.frame_bytes_max / 2)
+        return flush_peer(r, po, now);
     return 0;
 }
 
 int net_flush_outs(struct replica *r)
 {
+    for (uint32_t i = 0; i < r->n_outs_now; i++)
+        (void)flush_peer(r, &r->outs_now[i], true);
     for (uint32_t i = 0; i < r->n_outs; i++) {
-        int rc = flush_peer(r, &r->outs[i]);
+        int rc = flush_peer(r, &r->outs[i], false);
         if (rc < 0) return rc;
     }
     return 0;

@@ -682,6 +682,9 @@ void replica_close(struct replica *r)
     for (uint32_t i = 0; i < r->n_outs; i++)
         free(r->outs[i].msgs);
     free(r->outs);
+    for (uint32_t i = 0; i < r->n_outs_now; i++)
+        free(r->outs_now[i].msgs);
+    free(r->outs_now);
     free(r->recs);
     arena_free(&r->arena);
     codec_scratch_free(r->scratch);

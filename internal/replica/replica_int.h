@@ -186,6 +186,8 @@ struct group {
     uint64_t applied;                                   /* store's applied index */
     uint64_t persisted_note_index, persisted_note_term; /* this round's raft_persisted */
     bool persisted_note;
+    uint64_t
+        hs_seq; /* WAL submission holding the last hard-state change (durable_seq >= it: durable) */
 
     struct wlist writes; /* proposals, ascending index */
     struct wlist alls;   /* `all` writes applied, waiting for every replica */
@@ -258,8 +260,10 @@ struct replica {
     struct arena arena;
     struct wal_record *recs;
     uint32_t n_recs, cap_recs;
-    struct peer_out *outs;
+    struct peer_out *outs; /* held until the round's fsync */
     uint32_t n_outs, cap_outs;
+    struct peer_out *outs_now; /* leader appends/heartbeats: sent at the end of the round */
+    uint32_t n_outs_now, cap_outs_now;
     struct round *cur;
     struct round *rounds_head, *rounds_tail; /* waiting for their fsync */
     uint64_t submitted_seq;
@@ -338,7 +342,7 @@ void round_note_release(struct replica *r, struct group *g, uint64_t index);
 void round_free_all(struct replica *r);
 
 /* net.c */
-int net_queue_msg(struct replica *r, struct group *g, const struct raft_msg *m);
+int net_queue_msg(struct replica *r, struct group *g, const struct raft_msg *m, bool now);
 int net_flush_outs(struct replica *r); /* encodes this round's batches into round frames */
 int net_send_frame(struct replica *r, uint64_t to, const struct codec_msg *m);
 

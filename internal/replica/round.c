@@ -260,14 +260,24 @@ static int handle_update(struct replica *r, struct group *g, const struct raft_u
         rc = round_add_record(r, g->partition, WAL_HARDSTATE, u->hs.term, 0, p, 8);
         if (rc < 0) return rc;
         g->log.hs = u->hs;
+        g->hs_seq = r->submitted_seq + 1; /* the submission this round becomes */
     }
     if (u->n_entries) {
         rc = persist_entries(r, g, u);
         if (rc < 0) return rc;
     }
+    /* A leader's appends and heartbeats leave now, in parallel with its own
+     * fsync (Raft dissertation 10.2.1): they promise nothing about our disk,
+     * and the core counts our own match only from raft_persisted(). Not
+     * before our hard state is durable, though: a term we could forget in a
+     * crash must not lead anyone. Acknowledgements and votes wait for the
+     * fsync (raft.h step 3). */
+    bool hs_durable = atomic_load(&r->durable_seq) >= g->hs_seq;
     for (uint32_t i = 0; i < u->n_msgs; i++) {
         const struct raft_msg *m = &u->msgs[i];
-        rc = m->type == RAFT_MSG_SNAPSHOT ? note_snap(r, g, m->to) : net_queue_msg(r, g, m);
+        bool now = hs_durable && u->role == RAFT_LEADER &&
+                   (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT);
+        rc = m->type == RAFT_MSG_SNAPSHOT ? note_snap(r, g, m->to) : net_queue_msg(r, g, m, now);
         if (rc < 0) return rc;
     }
     soft_state(r, g, u);

@@ -355,6 +355,7 @@ static void world(struct wl *w, struct sim_opts *o, uint64_t seed)
      * different configurations can keep stealing each other's terms. */
     w->conf_changes = rnd(w, 10) < 7 && o->cfg.pre_vote;
     w->transfers = rnd(w, 10) < 6;
+    o->early_append = rnd(w, 10) < 7;
 }
 
 /* Runs one seed; returns 0 or -1 (s->fail_msg explains). */
@@ -376,11 +377,11 @@ static int run_seed(uint64_t seed, uint64_t run_ms, int trace_mode, struct total
     sim_trace(s,
               "seed %llu: %u nodes, %u groups, %u voters, pre-vote %d, check-quorum %d, lease %d, "
               "inflight %u, drop %u/1000, dup %u/1000, delay 1-%u ms, fsync 0-%u ms, faults %d "
-              "(every ~%llu ms), conf %d, transfers %d",
+              "(every ~%llu ms), conf %d, transfers %d, early appends %d",
               (unsigned long long)seed, o.nodes, o.groups, o.voters, o.cfg.pre_vote,
               o.cfg.check_quorum, o.cfg.lease_reads, o.cfg.inflight_max, o.drop_permille,
               o.dup_permille, o.delay_max_ms, o.fsync_max_ms, w.faults,
-              (unsigned long long)w.fault_gap, w.conf_changes, w.transfers);
+              (unsigned long long)w.fault_gap, w.conf_changes, w.transfers, o.early_append);
     bool live = false, done = false;
     uint64_t live_end = 0;
     for (uint64_t guard = 0; guard < 5000000 && !s->failed && !done; guard++) {

@@ -418,7 +418,10 @@ static void handle_update(struct sim_rep *rep, const struct raft_update *u)
             }
             nm->image = rep->d.snap;
         }
-        if (rep->dirty) {
+        bool early = s->o.early_append && u->role == RAFT_LEADER &&
+                     (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT) &&
+                     rep->d.hs.term == w->hs.term && rep->d.hs.vote == w->hs.vote;
+        if (rep->dirty && !early) {
             if (rep->n_held == rep->cap_held) {
                 rep->cap_held = rep->cap_held ? rep->cap_held * 2 : 16;
                 rep->held = xrealloc(rep->held, rep->cap_held * sizeof(*rep->held));

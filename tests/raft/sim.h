@@ -139,6 +139,10 @@ struct sim_opts {
     uint32_t delay_min_ms;
     uint32_t delay_max_ms;
     uint32_t fsync_max_ms; /* fsync delay uniform in [0, fsync_max_ms] */
+    /* Leader appends and heartbeats leave before the leader's own fsync (Raft
+     * dissertation 10.2.1), as Trine's replica sends them, when the leader's
+     * hard state is already durable. */
+    bool early_append;
 };
 
 enum sim_trace_mode { SIM_TRACE_OFF = 0, SIM_TRACE_PRINT, SIM_TRACE_RING };
