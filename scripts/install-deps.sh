@@ -2,6 +2,8 @@
 # Installs the Debian packages Trine builds and tests with, only those missing.
 # Why each one is chosen: docs/architecture.md, "Dependencies".
 #   TRINE_DEPS_OPTIONAL=0 skips the tools only lint/fuzz need.
+#   TRINE_DEPS_EXTRA="pkg ..." adds packages a script needs (bench-compare.sh:
+#   etcd and Redis; docker-base.sh: debootstrap).
 set -euo pipefail
 
 required=(
@@ -22,6 +24,8 @@ optional=(
 
 want=("${required[@]}")
 [ "${TRINE_DEPS_OPTIONAL:-1}" = 1 ] && want+=("${optional[@]}")
+# shellcheck disable=SC2206 # a space-separated package list
+[ -n "${TRINE_DEPS_EXTRA:-}" ] && want+=(${TRINE_DEPS_EXTRA})
 
 missing=()
 for p in "${want[@]}"; do

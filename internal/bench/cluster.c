@@ -18,7 +18,8 @@
 #include "bench/bench.h"
 #include "client/trine.h"
 
-#define CODES_MAX 64
+#define CODES_MAX       64
+#define PRELOAD_THREADS 32
 
 struct wl_mix {
     const char *name;
@@ -263,8 +264,11 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
     if (sh.zipf) zipf_init(&sh.zf, o->keys, 0.99);
     sh.value = malloc(o->value_bytes ? o->value_bytes : 1);
     uint32_t nthreads = o->clients * o->pipeline;
-    struct worker *w = calloc(nthreads, sizeof(*w));
-    pthread_t *t = calloc(nthreads, sizeof(*t));
+    /* The preload is not measured: at least PRELOAD_THREADS threads share the
+     * (thread-safe) handles, so a 1-client read run does not preload serially. */
+    uint32_t npre = nthreads > PRELOAD_THREADS ? nthreads : PRELOAD_THREADS;
+    struct worker *w = calloc(npre, sizeof(*w));
+    pthread_t *t = calloc(npre, sizeof(*t));
     trine_client_t **handles = calloc(o->clients, sizeof(trine_client_t *));
     if (!sh.value || !w || !t || !handles) {
         free(sh.value);
@@ -283,7 +287,7 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
         if (trine_client_open(o->endpoints, &tls, &handles[i], msg, sizeof(msg)) != 0)
             rc = err_set(err, -TRINE_EUNAVAILABLE, "cannot open a client: %s", msg);
     }
-    for (uint32_t i = 0; !rc && i < nthreads; i++) {
+    for (uint32_t i = 0; !rc && i < npre; i++) {
         w[i].sh = &sh;
         w[i].c = handles[i % o->clients];
         w[i].seed = o->seed * 1000003u + i;
@@ -293,11 +297,12 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
     /* Preload for anything that reads. */
     if (!rc && sh.read_pct > 0) {
         if (o->progress) fprintf(stderr, "preloading %" PRIu64 " keys...\n", o->keys);
-        for (uint32_t i = 0; i < nthreads; i++)
-            pthread_create(&t[i], NULL, preload_main, &w[i]);
-        for (uint32_t i = 0; i < nthreads; i++)
+        uint32_t started = 0;
+        for (; started < npre; started++)
+            if (pthread_create(&t[started], NULL, preload_main, &w[started]) != 0) break;
+        for (uint32_t i = 0; i < started; i++)
             pthread_join(t[i], NULL);
-        for (uint32_t i = 0; i < nthreads; i++) {
+        for (uint32_t i = 0; i < npre; i++) {
             if (w[i].fatal && !rc)
                 rc = err_set(err, w[i].fatal, "preload failed: %s", trine_strerror(w[i].fatal));
             memset(w[i].errors, 0, sizeof(w[i].errors));
