@@ -214,7 +214,7 @@ static void on_frame(void *ctx, struct transport_conn *conn, const uint8_t *body
             /* Not (yet) introduced: a node of another cluster shape must not reach Raft
              * (its votes would depose our leaders). A peer's queued frames may precede
              * its hello on a new connection; Raft resends what is dropped here. */
-            metric_inc(s->m.bad_frames);
+            metric_inc(s->m.unintroduced);
             return;
         }
         int rc = replica_recv_frame(s->rep, id->node_id, body, len);
@@ -366,7 +366,13 @@ static int server_metrics_init(struct server *s, struct trine_err *err)
                                            "Forwards re-sent to a new leader hint.", NULL, err);
     s->m.bad_frames = metrics_counter(s->metrics, "trine_bad_frames_total",
                                       "Frames that could not be decoded.", NULL, err);
-    if (!s->m.forwards || !s->m.forward_retries || !s->m.bad_frames) return err->code;
+    s->m.unintroduced =
+        metrics_counter(s->metrics, "trine_peer_frames_before_hello_total",
+                        "Raft frames dropped because their peer had not (yet) been introduced by "
+                        "a valid hello; a few at each reconnect are normal, Raft resends them.",
+                        NULL, err);
+    if (!s->m.forwards || !s->m.forward_retries || !s->m.bad_frames || !s->m.unintroduced)
+        return err->code;
     return 0;
 }
 

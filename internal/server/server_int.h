@@ -76,6 +76,7 @@ struct server_metrics {
     struct metric *forwards;
     struct metric *forward_retries;
     struct metric *bad_frames;
+    struct metric *unintroduced; /* peer frames before a valid hello */
 };
 
 struct server {
