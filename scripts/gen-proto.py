@@ -217,14 +217,18 @@ def c_align(s, f):
 
 
 def min_bytes(s, name):
-    """Smallest msgpack encoding of one instance of struct `name` (its array header included)."""
-    total = 1
-    for f in s["structs"][name]["fields"]:
-        if f["cat"] == "struct" and not f["array"]:
-            total += min_bytes(s, f["type"])
-        else:
-            total += 1  # fixint, fixstr/bin8 header, or an empty fixarray
-    return total
+    """Smallest msgpack encoding of one instance of struct `name` (its array header included).
+
+    A decoder accepts an array holding only the first field (an older sender's,
+    docs/protocol.md "Compatibility between versions"), so only that one counts.
+    """
+    fields = s["structs"][name]["fields"]
+    if not fields:
+        return 1
+    f = fields[0]
+    if f["cat"] == "struct" and not f["array"]:
+        return 1 + min_bytes(s, f["type"])
+    return 2  # the header + a fixint, fixstr/bin8 header, or an empty fixarray
 
 
 def c_comment(text):
@@ -490,24 +494,57 @@ Bounds (the `max` column) are checked before anything is allocated: a str,
 bin or array longer than its limit is `TOO_LARGE`; a declared length or
 count that the remaining bytes cannot hold is `BAD_REQUEST`. Limits are
 runtime settings of each node (`struct codec_limits`); the defaults are below.
-Nesting deeper than 32 levels (possible only inside skipped trailing fields)
-is `BAD_REQUEST`.
+Nesting follows the schema (a struct cannot contain itself); the decoder
+refuses more than 32 levels all the same (`BAD_REQUEST`).
 
-Errors while decoding: not an array, a missing field, a field of the wrong
-msgpack type, an out-of-range integer or enum, truncation, or bytes after the
-value are `BAD_REQUEST`; an unknown message id is `UNSUPPORTED`; anything over
-a limit is `TOO_LARGE`. A server answers an undecodable request with
+Errors while decoding: not an array, an empty struct or message array, a
+field of the wrong msgpack type, an out-of-range integer or enum, truncation,
+or bytes after the value are `BAD_REQUEST`; an unknown message id, or more
+fields than this version knows (below), is `UNSUPPORTED`; anything over a
+limit is `TOO_LARGE`. A server answers an undecodable request with
 `error_reply` (req_id 0 if even that could not be read) and a peer connection
 is closed.
 
-### Forward compatibility
+### Compatibility between versions
 
-Fields are never reordered, removed or renumbered; new fields are only
-appended. A decoder accepts and skips any trailing elements it does not know,
-at every level (messages and nested structs alike), so an old node reads a
-newer peer's messages. A field's absence is an error, so a sender uses a new
-field only once its receivers know it: peers learn each other's
-`protocol_version` from `hello` first.
+Fields are never reordered, removed or renumbered, and their meaning never
+changes; new fields are only appended, to messages and structs alike. So the
+fields of an older version are always a prefix of the newer version's, and
+the decoder's rule (the same at every level: a message's fields after the
+type id, every nested struct, every element of a struct array) is:
+
+- **Fewer elements than declared** (an older sender, or an older node's WAL):
+  accepted. The fields it did not send decode as zero: `0`, `false`, empty
+  `str` / `bin`, empty array, and a missing struct field as a struct of
+  zeros. A newer node therefore reads everything an older one writes.
+- **At least one element.** Every struct and message has had its first field
+  since it was introduced, so no version ever writes an empty array: `[]` as
+  a struct, or `[type]` alone as a message, is `BAD_REQUEST`. Nothing else is
+  required: the headers are not special, since they grow too
+  (`rep_header.consistency` was appended to it), and the schema has no notion
+  of required fields.
+- **More elements than declared** (a newer sender): `UNSUPPORTED`, with
+  "message X has N fields, this version knows M; upgrade this node" (or
+  "message X: struct S has ..." for a nested struct). The decoder never skips
+  a field it does not know: the sender may rely on it, and for a replicated
+  `command` a replica that ignored it would apply the entry differently from
+  the replicas that understand it (their states would diverge at the same
+  applied index). An older node therefore stops reading a message type as
+  soon as a newer node sends it with a field appended; a replica that cannot
+  decode a committed entry stops the process (exit 70) rather than skip it.
+- The encoder always writes every field it knows.
+
+What this means for a rolling upgrade between adjacent versions: an
+upgraded node reads an older node's messages and an older WAL at once; an
+older node reads a newer node's messages only of the types the upgrade did not
+extend, and refuses the others (loudly, with the error above) until it is
+upgraded too. Senders do not yet tailor messages to the peer's version
+(`hello.protocol_version` is exchanged but has stayed 1 as fields were
+appended).
+
+Rule for schema authors: a field's zero value must mean what a sender that
+predates the field meant, because that is what a receiver sees when the field
+is absent (e.g. `hello.draining` = false: not draining).
 """
 
 

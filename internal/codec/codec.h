@@ -75,11 +75,14 @@ int codec_frame_length(const uint8_t hdr[CODEC_FRAME_HEADER_BYTES], const struct
  * scratch may be NULL only when the message can hold no array (a non-empty
  * array is then -TRINE_EINVALID). lim NULL means defaults. Errors, with a
  * message naming the struct and field in err (which may be NULL); *out is
- * then unspecified:
- *   -TRINE_EBAD_REQUEST  not a msgpack array, missing field, wrong msgpack
- *                        type, integer or enum out of range, truncated
- *                        input, bytes after the value, nesting too deep
- *   -TRINE_EUNSUPPORTED  unknown message type
+ * then unspecified. An array with fewer fields than the schema declares (an
+ * older sender's) decodes with the missing trailing fields zero / empty;
+ * docs/protocol.md, "Compatibility between versions", has the rules.
+ *   -TRINE_EBAD_REQUEST  not a msgpack array, an empty struct/message array,
+ *                        wrong msgpack type, integer or enum out of range,
+ *                        truncated input, bytes after the value, nesting too deep
+ *   -TRINE_EUNSUPPORTED  unknown message type, or more fields than this
+ *                        version knows (a newer sender's)
  *   -TRINE_ETOO_LARGE    a str/bin/array over its limit, body over frame,
  *                        or the arrays would need more than decode_mem
  *   -TRINE_ENOMEM        scratch could not grow */

@@ -9,10 +9,18 @@
  *     array is allocated, and allocations come from the caller's scratch,
  *     capped at decode_mem; so a 40-byte body declaring 2^32 elements is
  *     rejected without allocating anything;
- *   - skipped values (unknown trailing fields) consume at least one byte per
- *     element, and nesting is capped at DEPTH_MAX, so work is O(body length).
+ *   - every value consumes at least one byte, and nesting follows the schema
+ *     (capped at DEPTH_MAX all the same), so work is O(body length).
  * str/bin results point into the body (zero-copy). Bytes from the network
  * are never asserted on: every failure is a status with a message.
+ *
+ * Versions (docs/protocol.md, "Compatibility between versions"): a struct or
+ * message array may hold FEWER elements than the schema declares (at least
+ * one): it comes from an older sender, and the fields it did not know decode
+ * as zero / empty. MORE elements than declared come from a newer sender and
+ * are refused with -TRINE_EUNSUPPORTED: this version would silently drop
+ * what it does not understand (for a replicated command, that is a replica
+ * applying the entry differently from the others).
  *
  * msgpack tags handled (spec: github.com/msgpack/msgpack/blob/master/spec.md):
  * positive/negative fixint, fixmap, fixarray, fixstr, and 0xc0-0xdf in
@@ -77,7 +85,8 @@ struct dec {
     const struct codec_limits *lim;
     struct codec_scratch *scratch;
     struct trine_err *err;
-    const char *sname, *fname; /* where we are, for messages */
+    const struct codec_msg_desc *msg; /* the message being decoded (NULL before its type) */
+    const char *sname, *fname;        /* where we are, for messages */
 };
 
 static int fail(struct dec *d, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -127,38 +136,6 @@ static int mp_head(struct dec *d, struct mp_head *h)
         *h = (struct mp_head){kind, v};
     }
     return 0;
-}
-
-/* Skips one value of any type (an unknown trailing field). */
-static int skip_value(struct dec *d, int depth)
-{
-    if (depth > DEPTH_MAX) return fail(d, -TRINE_EBAD_REQUEST, "nested deeper than %d", DEPTH_MAX);
-    struct mp_head h;
-    int rc = mp_head(d, &h);
-    if (rc) return rc;
-    uint64_t n;
-    switch (h.kind) {
-    case MP_STR:
-    case MP_BIN:
-    case MP_EXT:
-    case MP_FLOAT:
-        if (h.v > left(d))
-            return fail(d, -TRINE_EBAD_REQUEST, "truncated %s", mp_kind_names[h.kind]);
-        d->p += h.v;
-        return 0;
-    case MP_ARRAY:
-    case MP_MAP:
-        /* Each element takes at least one byte: refuse impossible counts up front. */
-        n = h.kind == MP_MAP ? 2 * h.v : h.v;
-        if (n > left(d)) return fail(d, -TRINE_EBAD_REQUEST, "truncated %s", mp_kind_names[h.kind]);
-        for (uint64_t i = 0; i < n; i++) {
-            rc = skip_value(d, depth + 1);
-            if (rc) return rc;
-        }
-        return 0;
-    default:
-        return 0;
-    }
 }
 
 static bool enum_has(const struct codec_enum_desc *en, uint64_t v)
@@ -292,7 +269,26 @@ static int dec_array(struct dec *d, const struct codec_field_desc *f, uint8_t *b
     return 0;
 }
 
-/* The fields of sd from an array of count elements whose header is consumed. */
+/* The field count of a sender newer than this binary: refused, naming the
+ * struct and the message it is in. */
+static int fail_newer(struct dec *d, const struct codec_struct_desc *sd, uint64_t count)
+{
+    if (sd == d->msg->body)
+        err_set(d->err, -TRINE_EUNSUPPORTED,
+                "decode: message %s has %llu fields, this version knows %u; upgrade this node",
+                d->msg->name, (unsigned long long)count, sd->nfields);
+    else
+        err_set(d->err, -TRINE_EUNSUPPORTED,
+                "decode: message %s: struct %s has %llu fields, this version knows %u; upgrade "
+                "this node",
+                d->msg->name, sd->name, (unsigned long long)count, sd->nfields);
+    return -TRINE_EUNSUPPORTED;
+}
+
+/* The fields of sd from an array of count elements whose header is consumed.
+ * Fields past count (an older sender's array) are left zero: codec_decode
+ * zeroes *out and dec_array its elements, and this zeroes them again so the
+ * rule does not depend on where base came from. */
 static int dec_fields(struct dec *d, const struct codec_struct_desc *sd, uint8_t *base,
                       uint64_t count, int depth)
 {
@@ -302,10 +298,15 @@ static int dec_fields(struct dec *d, const struct codec_struct_desc *sd, uint8_t
     if (count > left(d))
         return fail(d, -TRINE_EBAD_REQUEST, "%llu fields cannot fit in %zu bytes",
                     (unsigned long long)count, left(d));
-    if (count < sd->nfields)
-        return fail(d, -TRINE_EBAD_REQUEST, "%llu fields, %u required", (unsigned long long)count,
-                    sd->nfields);
-    for (uint32_t i = 0; i < sd->nfields; i++) {
+    if (count > sd->nfields) return fail_newer(d, sd, count);
+    /* Every struct and message has had its first field since it was introduced
+     * (fields are only appended), so no version writes an empty array. */
+    uint32_t min = sd->nfields > 0 ? 1 : 0;
+    if (count < min)
+        return fail(d, -TRINE_EBAD_REQUEST, "%llu fields, at least %u required",
+                    (unsigned long long)count, min);
+    uint32_t i = 0;
+    for (; i < (uint32_t)count; i++) {
         const struct codec_field_desc *f = &sd->fields[i];
         d->sname = sd->name;
         d->fname = f->name;
@@ -313,12 +314,17 @@ static int dec_fields(struct dec *d, const struct codec_struct_desc *sd, uint8_t
             f->is_array ? dec_array(d, f, base, depth) : dec_value(d, f, base + f->offset, depth);
         if (rc) return rc;
     }
-    d->sname = sd->name;
-    d->fname = "(trailing fields)";
-    for (uint64_t i = sd->nfields; i < count; i++) {
-        int rc = skip_value(d, depth + 1);
-        if (rc) return rc;
+    for (; i < sd->nfields; i++) { /* unknown to the sender: zero / empty */
+        const struct codec_field_desc *f = &sd->fields[i];
+        if (f->is_array) {
+            uint32_t zero = 0;
+            codec_store_ptr(base, f->offset, NULL);
+            memcpy(base + f->count_offset, &zero, sizeof(zero));
+        } else {
+            memset(base + f->offset, 0, f->elem_size);
+        }
     }
+    d->sname = sd->name;
     return 0;
 }
 
@@ -333,7 +339,7 @@ int codec_decode(const uint8_t *body, size_t len, const struct codec_limits *lim
     memset(out, 0, sizeof(*out));
     if (scratch) codec_scratch_reset(scratch);
     /* No arithmetic on a NULL body (len 0): it is undefined behaviour. */
-    struct dec d = {body, len ? body + len : body, lim, scratch, err, "message", "(type)"};
+    struct dec d = {body, len ? body + len : body, lim, scratch, err, NULL, "message", "(type)"};
     if (len > lim->frame_bytes_max)
         return fail(&d, -TRINE_ETOO_LARGE, "body of %zu bytes exceeds the frame limit %u", len,
                     lim->frame_bytes_max);
@@ -347,6 +353,7 @@ int codec_decode(const uint8_t *body, size_t len, const struct codec_limits *lim
     if (md == NULL)
         return fail(&d, -TRINE_EUNSUPPORTED, "unknown message type %llu", (unsigned long long)h.v);
     out->type = md->type;
+    d.msg = md;
     rc = dec_fields(&d, md->body, (uint8_t *)out + md->offset, count, 1);
     if (rc) return rc;
     if (d.p != d.end) {

@@ -125,7 +125,7 @@ static const struct codec_field_desc fields_req_header[] = {
     {.name = "timeout_ms", .kind = CODEC_K_U32, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_req_header, timeout_ms), .elem_size = sizeof(uint32_t)},
 };
 static const struct codec_struct_desc desc_req_header = {
-    "req_header", sizeof(struct codec_req_header), 6, 5, fields_req_header,
+    "req_header", sizeof(struct codec_req_header), 2, 5, fields_req_header,
 };
 
 static const struct codec_field_desc fields_leader_hint[] = {
@@ -133,7 +133,7 @@ static const struct codec_field_desc fields_leader_hint[] = {
     {.name = "address", .kind = CODEC_K_STR, .is_array = 0, .limit = CODEC_LIMIT_ADDR, .bound = 0u, .offset = offsetof(struct codec_leader_hint, address), .elem_size = sizeof(struct codec_bytes)},
 };
 static const struct codec_struct_desc desc_leader_hint = {
-    "leader_hint", sizeof(struct codec_leader_hint), 3, 2, fields_leader_hint,
+    "leader_hint", sizeof(struct codec_leader_hint), 2, 2, fields_leader_hint,
 };
 
 static const struct codec_field_desc fields_rep_header[] = {
@@ -148,7 +148,7 @@ static const struct codec_field_desc fields_rep_header[] = {
     {.name = "consistency", .kind = CODEC_K_ENUM, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_rep_header, consistency), .elem_size = sizeof(uint8_t), .en = &enum_consistency},
 };
 static const struct codec_struct_desc desc_rep_header = {
-    "rep_header", sizeof(struct codec_rep_header), 12, 9, fields_rep_header,
+    "rep_header", sizeof(struct codec_rep_header), 2, 9, fields_rep_header,
 };
 
 static const struct codec_field_desc fields_kv_item[] = {
@@ -160,7 +160,7 @@ static const struct codec_field_desc fields_kv_item[] = {
     {.name = "expire_at_ms", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_kv_item, expire_at_ms), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_kv_item = {
-    "kv_item", sizeof(struct codec_kv_item), 7, 6, fields_kv_item,
+    "kv_item", sizeof(struct codec_kv_item), 2, 6, fields_kv_item,
 };
 
 static const struct codec_field_desc fields_member_status[] = {
@@ -173,7 +173,7 @@ static const struct codec_field_desc fields_member_status[] = {
     {.name = "lag_ms", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_member_status, lag_ms), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_member_status = {
-    "member_status", sizeof(struct codec_member_status), 8, 7, fields_member_status,
+    "member_status", sizeof(struct codec_member_status), 2, 7, fields_member_status,
 };
 
 static const struct codec_field_desc fields_member_addr[] = {
@@ -181,7 +181,7 @@ static const struct codec_field_desc fields_member_addr[] = {
     {.name = "address", .kind = CODEC_K_STR, .is_array = 0, .limit = CODEC_LIMIT_ADDR, .bound = 0u, .offset = offsetof(struct codec_member_addr, address), .elem_size = sizeof(struct codec_bytes)},
 };
 static const struct codec_struct_desc desc_member_addr = {
-    "member_addr", sizeof(struct codec_member_addr), 3, 2, fields_member_addr,
+    "member_addr", sizeof(struct codec_member_addr), 2, 2, fields_member_addr,
 };
 
 static const struct codec_field_desc fields_partition_info[] = {
@@ -190,7 +190,7 @@ static const struct codec_field_desc fields_partition_info[] = {
     {.name = "leader", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_partition_info, leader), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_partition_info = {
-    "partition_info", sizeof(struct codec_partition_info), 4, 3, fields_partition_info,
+    "partition_info", sizeof(struct codec_partition_info), 2, 3, fields_partition_info,
 };
 
 static const struct codec_field_desc fields_entry[] = {
@@ -200,7 +200,7 @@ static const struct codec_field_desc fields_entry[] = {
     {.name = "data", .kind = CODEC_K_BIN, .is_array = 0, .limit = CODEC_LIMIT_ENTRY, .bound = 0u, .offset = offsetof(struct codec_entry, data), .elem_size = sizeof(struct codec_bytes)},
 };
 static const struct codec_struct_desc desc_entry = {
-    "entry", sizeof(struct codec_entry), 5, 4, fields_entry,
+    "entry", sizeof(struct codec_entry), 2, 4, fields_entry,
 };
 
 static const struct codec_field_desc fields_snapshot_meta[] = {
@@ -210,7 +210,7 @@ static const struct codec_field_desc fields_snapshot_meta[] = {
     {.name = "learners", .kind = CODEC_K_U64, .is_array = 1, .limit = CODEC_LIMIT_REPLICAS, .bound = 0u, .offset = offsetof(struct codec_snapshot_meta, learners), .count_offset = offsetof(struct codec_snapshot_meta, n_learners), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_snapshot_meta = {
-    "snapshot_meta", sizeof(struct codec_snapshot_meta), 5, 4, fields_snapshot_meta,
+    "snapshot_meta", sizeof(struct codec_snapshot_meta), 2, 4, fields_snapshot_meta,
 };
 
 static const struct codec_field_desc fields_conf[] = {
@@ -219,7 +219,7 @@ static const struct codec_field_desc fields_conf[] = {
     {.name = "address", .kind = CODEC_K_STR, .is_array = 0, .limit = CODEC_LIMIT_ADDR, .bound = 0u, .offset = offsetof(struct codec_conf, address), .elem_size = sizeof(struct codec_bytes)},
 };
 static const struct codec_struct_desc desc_conf = {
-    "conf", sizeof(struct codec_conf), 4, 3, fields_conf,
+    "conf", sizeof(struct codec_conf), 2, 3, fields_conf,
 };
 
 static const struct codec_field_desc fields_put_req[] = {
@@ -229,7 +229,7 @@ static const struct codec_field_desc fields_put_req[] = {
     {.name = "ttl_ms", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_put_req, ttl_ms), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_put_req = {
-    "put_req", sizeof(struct codec_put_req), 10, 4, fields_put_req,
+    "put_req", sizeof(struct codec_put_req), 3, 4, fields_put_req,
 };
 
 static const struct codec_field_desc fields_get_req[] = {
@@ -238,7 +238,7 @@ static const struct codec_field_desc fields_get_req[] = {
     {.name = "min_revision", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_get_req, min_revision), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_get_req = {
-    "get_req", sizeof(struct codec_get_req), 9, 3, fields_get_req,
+    "get_req", sizeof(struct codec_get_req), 3, 3, fields_get_req,
 };
 
 static const struct codec_field_desc fields_delete_req[] = {
@@ -246,7 +246,7 @@ static const struct codec_field_desc fields_delete_req[] = {
     {.name = "key", .kind = CODEC_K_BIN, .is_array = 0, .limit = CODEC_LIMIT_KEY, .bound = 0u, .offset = offsetof(struct codec_delete_req, key), .elem_size = sizeof(struct codec_bytes)},
 };
 static const struct codec_struct_desc desc_delete_req = {
-    "delete_req", sizeof(struct codec_delete_req), 8, 2, fields_delete_req,
+    "delete_req", sizeof(struct codec_delete_req), 3, 2, fields_delete_req,
 };
 
 static const struct codec_field_desc fields_cas_req[] = {
@@ -257,7 +257,7 @@ static const struct codec_field_desc fields_cas_req[] = {
     {.name = "ttl_ms", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_cas_req, ttl_ms), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_cas_req = {
-    "cas_req", sizeof(struct codec_cas_req), 11, 5, fields_cas_req,
+    "cas_req", sizeof(struct codec_cas_req), 3, 5, fields_cas_req,
 };
 
 static const struct codec_field_desc fields_scan_req[] = {
@@ -269,7 +269,7 @@ static const struct codec_field_desc fields_scan_req[] = {
     {.name = "partition", .kind = CODEC_K_U32, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_scan_req, partition), .elem_size = sizeof(uint32_t)},
 };
 static const struct codec_struct_desc desc_scan_req = {
-    "scan_req", sizeof(struct codec_scan_req), 12, 6, fields_scan_req,
+    "scan_req", sizeof(struct codec_scan_req), 3, 6, fields_scan_req,
 };
 
 static const struct codec_field_desc fields_cluster_status_req[] = {
@@ -277,21 +277,21 @@ static const struct codec_field_desc fields_cluster_status_req[] = {
     {.name = "local", .kind = CODEC_K_BOOL, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_cluster_status_req, local), .elem_size = sizeof(bool)},
 };
 static const struct codec_struct_desc desc_cluster_status_req = {
-    "cluster_status_req", sizeof(struct codec_cluster_status_req), 8, 2, fields_cluster_status_req,
+    "cluster_status_req", sizeof(struct codec_cluster_status_req), 3, 2, fields_cluster_status_req,
 };
 
 static const struct codec_field_desc fields_partition_map_req[] = {
     {.name = "hdr", .kind = CODEC_K_STRUCT, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_partition_map_req, hdr), .elem_size = sizeof(struct codec_req_header), .sub = &desc_req_header},
 };
 static const struct codec_struct_desc desc_partition_map_req = {
-    "partition_map_req", sizeof(struct codec_partition_map_req), 7, 1, fields_partition_map_req,
+    "partition_map_req", sizeof(struct codec_partition_map_req), 3, 1, fields_partition_map_req,
 };
 
 static const struct codec_field_desc fields_error_reply[] = {
     {.name = "hdr", .kind = CODEC_K_STRUCT, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_error_reply, hdr), .elem_size = sizeof(struct codec_rep_header), .sub = &desc_rep_header},
 };
 static const struct codec_struct_desc desc_error_reply = {
-    "error_reply", sizeof(struct codec_error_reply), 13, 1, fields_error_reply,
+    "error_reply", sizeof(struct codec_error_reply), 3, 1, fields_error_reply,
 };
 
 static const struct codec_field_desc fields_put_reply[] = {
@@ -299,7 +299,7 @@ static const struct codec_field_desc fields_put_reply[] = {
     {.name = "version", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_put_reply, version), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_put_reply = {
-    "put_reply", sizeof(struct codec_put_reply), 14, 2, fields_put_reply,
+    "put_reply", sizeof(struct codec_put_reply), 3, 2, fields_put_reply,
 };
 
 static const struct codec_field_desc fields_get_reply[] = {
@@ -311,14 +311,14 @@ static const struct codec_field_desc fields_get_reply[] = {
     {.name = "expire_at_ms", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_get_reply, expire_at_ms), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_get_reply = {
-    "get_reply", sizeof(struct codec_get_reply), 18, 6, fields_get_reply,
+    "get_reply", sizeof(struct codec_get_reply), 3, 6, fields_get_reply,
 };
 
 static const struct codec_field_desc fields_delete_reply[] = {
     {.name = "hdr", .kind = CODEC_K_STRUCT, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_delete_reply, hdr), .elem_size = sizeof(struct codec_rep_header), .sub = &desc_rep_header},
 };
 static const struct codec_struct_desc desc_delete_reply = {
-    "delete_reply", sizeof(struct codec_delete_reply), 13, 1, fields_delete_reply,
+    "delete_reply", sizeof(struct codec_delete_reply), 3, 1, fields_delete_reply,
 };
 
 static const struct codec_field_desc fields_cas_reply[] = {
@@ -326,7 +326,7 @@ static const struct codec_field_desc fields_cas_reply[] = {
     {.name = "version", .kind = CODEC_K_U64, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_cas_reply, version), .elem_size = sizeof(uint64_t)},
 };
 static const struct codec_struct_desc desc_cas_reply = {
-    "cas_reply", sizeof(struct codec_cas_reply), 14, 2, fields_cas_reply,
+    "cas_reply", sizeof(struct codec_cas_reply), 3, 2, fields_cas_reply,
 };
 
 static const struct codec_field_desc fields_scan_reply[] = {
@@ -335,7 +335,7 @@ static const struct codec_field_desc fields_scan_reply[] = {
     {.name = "more", .kind = CODEC_K_BOOL, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_scan_reply, more), .elem_size = sizeof(bool)},
 };
 static const struct codec_struct_desc desc_scan_reply = {
-    "scan_reply", sizeof(struct codec_scan_reply), 15, 3, fields_scan_reply,
+    "scan_reply", sizeof(struct codec_scan_reply), 3, 3, fields_scan_reply,
 };
 
 static const struct codec_field_desc fields_cluster_status_reply[] = {
@@ -344,7 +344,7 @@ static const struct codec_field_desc fields_cluster_status_reply[] = {
     {.name = "members", .kind = CODEC_K_STRUCT, .is_array = 1, .limit = CODEC_LIMIT_MEMBERS, .bound = 0u, .offset = offsetof(struct codec_cluster_status_reply, members), .count_offset = offsetof(struct codec_cluster_status_reply, n_members), .elem_size = sizeof(struct codec_member_status), .sub = &desc_member_status},
 };
 static const struct codec_struct_desc desc_cluster_status_reply = {
-    "cluster_status_reply", sizeof(struct codec_cluster_status_reply), 15, 3, fields_cluster_status_reply,
+    "cluster_status_reply", sizeof(struct codec_cluster_status_reply), 3, 3, fields_cluster_status_reply,
 };
 
 static const struct codec_field_desc fields_partition_map_reply[] = {
@@ -355,7 +355,7 @@ static const struct codec_field_desc fields_partition_map_reply[] = {
     {.name = "members", .kind = CODEC_K_STRUCT, .is_array = 1, .limit = CODEC_LIMIT_MEMBERS, .bound = 0u, .offset = offsetof(struct codec_partition_map_reply, members), .count_offset = offsetof(struct codec_partition_map_reply, n_members), .elem_size = sizeof(struct codec_member_addr), .sub = &desc_member_addr},
 };
 static const struct codec_struct_desc desc_partition_map_reply = {
-    "partition_map_reply", sizeof(struct codec_partition_map_reply), 17, 5, fields_partition_map_reply,
+    "partition_map_reply", sizeof(struct codec_partition_map_reply), 3, 5, fields_partition_map_reply,
 };
 
 static const struct codec_field_desc fields_hello[] = {
@@ -367,7 +367,7 @@ static const struct codec_field_desc fields_hello[] = {
     {.name = "draining", .kind = CODEC_K_BOOL, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_hello, draining), .elem_size = sizeof(bool)},
 };
 static const struct codec_struct_desc desc_hello = {
-    "hello", sizeof(struct codec_hello), 7, 6, fields_hello,
+    "hello", sizeof(struct codec_hello), 2, 6, fields_hello,
 };
 
 static const struct codec_field_desc fields_raft_msg[] = {
@@ -387,7 +387,7 @@ static const struct codec_field_desc fields_raft_msg[] = {
     {.name = "snapshot", .kind = CODEC_K_STRUCT, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_raft_msg, snapshot), .elem_size = sizeof(struct codec_snapshot_meta), .sub = &desc_snapshot_meta},
 };
 static const struct codec_struct_desc desc_raft_msg = {
-    "raft_msg", sizeof(struct codec_raft_msg), 19, 14, fields_raft_msg,
+    "raft_msg", sizeof(struct codec_raft_msg), 2, 14, fields_raft_msg,
 };
 
 static const struct codec_field_desc fields_raft_batch[] = {
@@ -409,7 +409,7 @@ static const struct codec_field_desc fields_snapshot_chunk[] = {
     {.name = "crc32c", .kind = CODEC_K_U32, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_snapshot_chunk, crc32c), .elem_size = sizeof(uint32_t)},
 };
 static const struct codec_struct_desc desc_snapshot_chunk = {
-    "snapshot_chunk", sizeof(struct codec_snapshot_chunk), 14, 9, fields_snapshot_chunk,
+    "snapshot_chunk", sizeof(struct codec_snapshot_chunk), 2, 9, fields_snapshot_chunk,
 };
 
 static const struct codec_field_desc fields_snapshot_ack[] = {
@@ -423,7 +423,7 @@ static const struct codec_field_desc fields_snapshot_ack[] = {
     {.name = "reject", .kind = CODEC_K_BOOL, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_snapshot_ack, reject), .elem_size = sizeof(bool)},
 };
 static const struct codec_struct_desc desc_snapshot_ack = {
-    "snapshot_ack", sizeof(struct codec_snapshot_ack), 9, 8, fields_snapshot_ack,
+    "snapshot_ack", sizeof(struct codec_snapshot_ack), 2, 8, fields_snapshot_ack,
 };
 
 static const struct codec_field_desc fields_command[] = {
@@ -440,7 +440,7 @@ static const struct codec_field_desc fields_command[] = {
     {.name = "fast", .kind = CODEC_K_BOOL, .is_array = 0, .limit = CODEC_LIMIT_NONE, .bound = 0u, .offset = offsetof(struct codec_command, fast), .elem_size = sizeof(bool)},
 };
 static const struct codec_struct_desc desc_command = {
-    "command", sizeof(struct codec_command), 15, 11, fields_command,
+    "command", sizeof(struct codec_command), 2, 11, fields_command,
 };
 
 static const struct codec_msg_desc msg_put_req = {

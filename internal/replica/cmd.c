@@ -85,11 +85,15 @@ void cmd_to_store_op(struct replica *r, const struct raft_entry *e, struct store
         /* Never skip a committed entry: another replica (another binary version,
          * docs/testing.md anomaly 1) may decode it, and a skip would make this
          * replica's state diverge silently at the same applied index. */
+        struct codec_msg m;
+        struct trine_err err = {0};
+        codec_decode(e->data, e->len, &r->lim, NULL, &m, &err); /* again, for the reason */
         trine_fatal("replica",
-                    "committed entry %llu (term %llu, %u bytes) cannot be decoded: "
-                    "stopping rather than skipping it (was this node upgraded across an "
-                    "incompatible change of the command format?)",
-                    (unsigned long long)e->index, (unsigned long long)e->term, e->len);
+                    "committed entry %llu (term %llu, %u bytes) cannot be decoded (%s): "
+                    "stopping rather than skipping it (was it written by a newer version "
+                    "of trined?)",
+                    (unsigned long long)e->index, (unsigned long long)e->term, e->len,
+                    err.msg[0] ? err.msg : "not a command of a known op");
     }
     op->type = op_map[c.op];
     op->key = c.key;

@@ -6,9 +6,11 @@
  * no-op, so its state silently diverged from replicas that could decode it
  * (two binary versions in one cluster during a 1-hour fault run). The replica
  * must stop instead. Each case runs cmd_to_store_op in a child process and
- * checks how the child ended: a decodable command is translated, an
- * undecodable one (garbage, or a command missing trailing fields as an older
- * encoder wrote it) makes the process exit with 70 (trine_fatal).
+ * checks how the child ended: a decodable command is translated (also one an
+ * older encoder wrote without the fields appended since: they read as zero),
+ * an undecodable one (garbage, or a command with a field more than this
+ * version knows, as a newer encoder writes it) makes the process exit with 70
+ * (trine_fatal).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -94,33 +96,49 @@ static void test_garbage_entry_stops_the_node(void **state)
     assert_int_equal(type, -1); /* it never reported an op: nothing was skipped */
 }
 
-static void test_command_missing_a_field_is_never_skipped(void **state)
+static void test_older_command_is_applied(void **state)
 {
     (void)state;
-    /* An older encoder wrote one field fewer (before command.fast): the
-     * current codec refuses it, and the replica must stop, not skip it. */
+    /* An older encoder wrote one field fewer (before command.fast): the codec
+     * reads the missing field as false, and the entry is applied. */
     struct replica *r = new_replica();
     struct buf b;
     encode_put(r, &b);
-    /* Body: [type, [fields...]] with the command's fields as a fixarray whose
-     * last element is the one-byte bool `fast`. */
-    size_t i = 0;
-    for (; i < b.len; i++)
-        if ((b.data[i] & 0xf0) == 0x90 && i > 0) break; /* the inner fixarray */
-    assert_true(i < b.len);
+    /* Body: the fixarray [192, op, ..., now_ms, fast], its last element the
+     * one-byte bool `fast`. */
+    assert_int_equal(b.data[0] & 0xf0, 0x90);
+    assert_true(b.data[b.len - 1] == 0xc2 || b.data[b.len - 1] == 0xc3);
     uint8_t *old = malloc(b.len);
     assert_non_null(old);
     memcpy(old, b.data, b.len - 1); /* drop the trailing bool */
-    old[i] = (uint8_t)(b.data[i] - 1);
+    old[0] = (uint8_t)(b.data[0] - 1);
     int type;
-    int rc = apply_in_child(old, (uint32_t)(b.len - 1), &type);
-    /* Either the codec learns to accept missing trailing fields (then it is a
-     * put), or the node stops; never a silent no-op. */
-    if (rc == 0)
-        assert_int_equal(type, STORE_OP_PUT);
-    else
-        assert_int_equal(rc, 70);
+    assert_int_equal(apply_in_child(old, (uint32_t)(b.len - 1), &type), 0);
+    assert_int_equal(type, STORE_OP_PUT);
     free(old);
+    buf_free(&b);
+    free(r);
+}
+
+static void test_newer_command_stops_the_node(void **state)
+{
+    (void)state;
+    /* A newer encoder appended a field this version does not know: applying
+     * the entry without it could differ from the replicas that know it, so the
+     * node stops rather than skip the field or the entry. */
+    struct replica *r = new_replica();
+    struct buf b;
+    encode_put(r, &b);
+    assert_true((b.data[0] & 0x0f) < 15);
+    uint8_t *newer = malloc(b.len + 1);
+    assert_non_null(newer);
+    memcpy(newer, b.data, b.len);
+    newer[0] = (uint8_t)(b.data[0] + 1);
+    newer[b.len] = 0x01; /* the unknown field: fixint 1 */
+    int type;
+    assert_int_equal(apply_in_child(newer, (uint32_t)(b.len + 1), &type), 70);
+    assert_int_equal(type, -1);
+    free(newer);
     buf_free(&b);
     free(r);
 }
@@ -130,7 +148,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decodable_command_is_applied),
         cmocka_unit_test(test_garbage_entry_stops_the_node),
-        cmocka_unit_test(test_command_missing_a_field_is_never_skipped),
+        cmocka_unit_test(test_older_command_is_applied),
+        cmocka_unit_test(test_newer_command_stops_the_node),
     };
     return cmocka_run_group_tests_name("fault_apply", tests, NULL, NULL);
 }
