@@ -16,7 +16,9 @@
 # it catching up. The CLI runs inside a node container (`docker exec`).
 #
 # Environment: TRINE_PROMETHEUS_PUBLISH (up: 127.0.0.1:9090), TRINE_DEMO_STOP
-# (stop|kill: how the primary's container goes down; up: stop, test: kill).
+# (stop|kill: how the primary's container goes down; up: stop, test: kill),
+# TRINE_DOCKER_BUILD_FLAGS (extra `docker build` flags, e.g. "--network host"
+# where containers cannot reach deb.debian.org). Build logs: run/docker/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-up}
@@ -53,23 +55,28 @@ must() { check "$@" || finish; }
 
 # ---- images ------------------------------------------------------------------------
 
+build_one() { # IMAGE DOCKERFILE CONTEXT: builds, logs to run/docker/, prints one line
+    local img=$1 file=$2 ctx=$3 t=$SECONDS log="$LOGDIR/build-${1%%:*}.log"
+    # shellcheck disable=SC2086 # TRINE_DOCKER_BUILD_FLAGS is a list of flags
+    if docker build ${TRINE_DOCKER_BUILD_FLAGS:-} -f "$file" -t "$img" "$ctx" >"$log" 2>&1; then
+        echo "demo: built $img in $((SECONDS - t)) s ($(docker image inspect -f '{{.Size}}' "$img" |
+            awk '{printf "%.0f MB", $1/1e6}'))"
+    else
+        echo "demo: building $img FAILED (log: $log)"
+        tail -n 30 "$log" >&2
+        return 1
+    fi
+}
 build_images() {
     # Without the buildx plugin, docker build falls back to the legacy builder (fine).
     docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
     scripts/docker-base.sh || return 1
-    local t img ctx file
-    for img in trine:dev trine-prometheus:dev; do
-        if [ $img = trine:dev ]; then ctx=. file=deploy/Dockerfile; else ctx=deploy/prometheus file=deploy/prometheus/Dockerfile; fi
-        t=$SECONDS
-        printf 'demo: building %s ... ' "$img"
-        if docker build -f "$file" -t "$img" "$ctx" >"$LOGDIR/build-${img%%:*}.log" 2>&1; then
-            echo "done ($((SECONDS - t)) s, $(docker image inspect -f '{{.Size}}' "$img" | awk '{printf "%.0f MB", $1/1e6}'))"
-        else
-            echo "FAILED"
-            tail -n 30 "$LOGDIR/build-${img%%:*}.log" >&2
-            return 1
-        fi
-    done
+    # Both at once: Prometheus's is mostly download and unpacking, trine's mostly the compiler.
+    build_one trine-prometheus:dev deploy/prometheus/Dockerfile deploy/prometheus &
+    local prom=$! rc=0
+    build_one trine:dev deploy/Dockerfile . || rc=1
+    wait $prom || rc=1
+    return $rc
 }
 
 # ---- helpers over the running cluster ------------------------------------------------
