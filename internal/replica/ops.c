@@ -549,6 +549,16 @@ void ops_on_read_index(struct group *g, const struct raft_read *rd)
     }
 }
 
+void ops_fail_unready_reads(struct group *g, int status, const char *why)
+{
+    struct waiter *w = g->reads.head;
+    while (w) {
+        struct waiter *next = w->next;
+        if (!w->ready && !w->min_wait) fail(g->rep, w, status, why);
+        w = next;
+    }
+}
+
 void ops_serve_reads(struct group *g)
 {
     struct waiter *w = g->reads.head;

@@ -351,6 +351,8 @@ void ops_on_leader_durable(struct group *g, uint64_t index, uint64_t term);
 void ops_on_applied(struct group *g, const struct raft_entry *e, const struct store_result *res,
                     const struct store_op *op);
 void ops_on_read_index(struct group *g, const struct raft_read *rd);
+/* Fails the reads still waiting for a ReadIndex answer (leader change). */
+void ops_fail_unready_reads(struct group *g, int status, const char *why);
 void ops_serve_reads(struct group *g);
 void ops_check_alls(struct group *g);
 void ops_fail_range(struct group *g, uint64_t from, uint64_t to, int status, const char *why);

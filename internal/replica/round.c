@@ -216,9 +216,11 @@ static int apply_committed(struct replica *r, struct group *g, const struct raft
     return 0;
 }
 
-static void soft_state(struct replica *r, struct group *g, const struct raft_update *u)
+/* Returns whether the leader or the term changed. */
+static bool soft_state(struct replica *r, struct group *g, const struct raft_update *u)
 {
     uint64_t now = rep_now_ms(r);
+    bool changed = u->leader != g->leader || u->term != g->term;
     if (u->role != g->role || u->term != g->term) {
         if (g->role == RAFT_LEADER) snap_drop_group(r, g, true);
         if (u->role == RAFT_LEADER) {
@@ -236,6 +238,7 @@ static void soft_state(struct replica *r, struct group *g, const struct raft_upd
     g->leader = u->leader;
     g->commit = u->commit;
     g->deadline_ms = u->deadline_ms;
+    return changed;
 }
 
 static int handle_update(struct replica *r, struct group *g, const struct raft_update *u)
@@ -280,7 +283,7 @@ static int handle_update(struct replica *r, struct group *g, const struct raft_u
         rc = m->type == RAFT_MSG_SNAPSHOT ? note_snap(r, g, m->to) : net_queue_msg(r, g, m, now);
         if (rc < 0) return rc;
     }
-    soft_state(r, g, u);
+    bool leader_changed = soft_state(r, g, u);
     rep_lag_note(g, u);
     if (u->leader_durable_index) ops_on_leader_durable(g, u->leader_durable_index, u->term);
     if (u->n_committed) {
@@ -289,6 +292,12 @@ static int handle_update(struct replica *r, struct group *g, const struct raft_u
     }
     for (uint32_t i = 0; i < u->n_reads; i++)
         ops_on_read_index(g, &u->reads[i]);
+    /* A ReadIndex request forwarded to the old leader will never be answered
+     * (it may be dead): fail it now so the client retries at the new one,
+     * instead of waiting for its deadline. */
+    if (leader_changed)
+        ops_fail_unready_reads(g, -TRINE_ENOT_LEADER,
+                               "the leader changed during ReadIndex; retry at the new leader");
     return 0;
 }
 

@@ -286,7 +286,7 @@ int store_apply(struct store *s, uint32_t partition, const struct store_op *ops,
     if (s->deferred) {
         if (s->n_batch == s->cap_batch) {
             uint32_t cap = s->cap_batch ? 2 * s->cap_batch : 64;
-            struct store_part **nb = realloc(s->batch, cap * sizeof(*nb));
+            struct store_part **nb = realloc(s->batch, cap * sizeof(struct store_part *));
             if (!nb) {
                 rc = err_set(&s->err, -TRINE_ENOMEM, "apply batch");
                 goto fail;

@@ -61,6 +61,7 @@ for round in 1 2; do
         fail "round $round: no probe key led by node $victim"
     led=$($TT led-by "$(node_http "$victim")" "$victim" | tr ' ' ,)
     say "round $round: kill -9 node $victim (leads partitions $led; probe key $probe)"
+    cli put "$probe" before-kill >/dev/null || fail "round $round: put before the kill failed"
     t0=$(now_ms)
     scripts/cluster.sh kill "$victim" --dir "$CL_DIR" >/dev/null
     # Every partition it led: when does a survivor become its leader?
@@ -75,6 +76,14 @@ for round in 1 2; do
         echo "$rc $(($(now_ms) - t0))" >"$CL_DIR/cli.rc"
     ) &
     cli_pid=$!
+    # A strong read started at the kill: a ReadIndex request a follower forwarded
+    # to the dead leader must fail over too (it used to wait for its deadline).
+    (
+        rc=0
+        cli --timeout 10000 get "$probe" >"$CL_DIR/get.out" 2>&1 || rc=$?
+        echo "$rc $(($(now_ms) - t0))" >"$CL_DIR/get.rc"
+    ) &
+    get_pid=$!
     # When the cluster can take the write: probes every 50 ms through a survivor.
     out=$($TT probe-write "$(node_ep "$survivor")" "$CL_CERTS" "$probe" "$t0" 20) ||
         fail "round $round: no new primary for $probe: $out"
@@ -86,6 +95,13 @@ for round in 1 2; do
     [ "$cli_rc" -eq 0 ] || fail "round $round: client put after the kill: exit $cli_rc after" \
         "$cli_ms ms: $(cat "$CL_DIR/cli.out")"
     say "round $round: a client put started at the kill succeeded after $cli_ms ms"
+    wait $get_pid || true
+    read -r get_rc get_ms <"$CL_DIR/get.rc"
+    [ "$get_rc" -eq 0 ] || fail "round $round: strong get after the kill: exit $get_rc after" \
+        "$get_ms ms: $(cat "$CL_DIR/get.out")"
+    say "round $round: a strong get started at the kill succeeded after $get_ms ms"
+    [ "$get_ms" -le $NEW_PRIMARY_MAX_MS ] ||
+        fail "round $round: the strong get took $get_ms ms, want <= $NEW_PRIMARY_MAX_MS ms"
     wait $fo_pid || true
     slowest=$(head -n 1 "$CL_DIR/failover.$round")
     slowest_ms=$(sed -n 's/^partition [0-9]*: \([0-9]*\) ms.*/\1/p' <<<"$slowest")
