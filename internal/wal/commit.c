@@ -16,6 +16,11 @@
  *
  * Segment roll happens between batches, after the previous fdatasync: a batch
  * never spans two segments, and every non-last segment is complete on disk.
+ * After the roll the old segment is truncated to its logical size, dropping
+ * the preallocated zeros after its last record (segment.c). That truncate is
+ * not synced and its failure is only logged: a crash or failure leaves a zero
+ * tail in a non-last segment, which recovery accepts when the next segment's
+ * header continues the chain from the last record before the zeros.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -120,10 +125,18 @@ static int wal_batch_write(struct wal *w, struct wal_batch *b)
     char msg[WAL_PATH_MAX + 160], path[WAL_PATH_MAX];
     if (b->records == 0) return 0; /* barriers only */
     if (w->active->size > WAL_SEG_HDR_BYTES && w->active->size + b->bytes > w->opt.segment_bytes) {
+        struct wal_seg *old = w->active;
         int rc = wal_seg_create(w, w->active->seq + 1, msg, sizeof(msg));
         if (rc < 0) {
             wal_fail(w, msg);
             return rc;
+        }
+        /* Sealed: only its records stay (its last fdatasync was the previous batch's). */
+        rc = w->fs->ftruncate(w->fs->ctx, old->fd, old->size);
+        if (rc < 0) {
+            wal_seg_path(w, old->seq, "", path, sizeof(path));
+            log_warn("wal", "truncating %s to its %llu bytes of records: %s; its zero tail stays",
+                     path, (unsigned long long)old->size, strerror(-rc));
         }
         /* The old active segment may be fully released already: look again
          * after this batch, even if no wal_release comes. */

@@ -12,9 +12,11 @@
  * at that exact instruction, as a crash of the process would; `fail` makes
  * TRINE_FAULT_POINT() return true once, and the call site turns that into the
  * error the real operation would report; `drop` (TRINE_FAULT_POINT_FD sites
- * only) truncates the file to the bytes known durable and then kills: a power
- * loss that takes the unsynced tail with it. Only one point is armed per
- * process. The points (each at one call site):
+ * only) truncates the file to the bytes known durable, gives it its size back
+ * as unwritten space (zeros, what a power cut leaves in a preallocated
+ * segment; where fallocate is missing the file stays cut) and then kills: a
+ * power loss that takes the unsynced tail with it. Only one point is armed
+ * per process. The points (each at one call site):
  *
  *   wal.append          a batch is about to be written to the active segment
  *   wal.fsync           written, before its fdatasync (fail: the fdatasync fails;
@@ -32,11 +34,13 @@
 #define TRINE_WAL_FAULTPOINT_H
 
 #ifdef TRINE_FAULT_POINTS
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -58,7 +62,9 @@ static inline bool faultpoint_hit_fd(const char *name, int fd, long long keep_by
     if (act != NULL && strcmp(act + 1, "drop") == 0 && fd >= 0) {
         log_warn("faultpoint", "%s: unsynced bytes past %lld lost, SIGKILL (hit %lu)", name,
                  keep_bytes, want);
-        if (ftruncate(fd, (off_t)keep_bytes) != 0) abort();
+        struct stat st;
+        if (fstat(fd, &st) != 0 || ftruncate(fd, (off_t)keep_bytes) != 0) abort();
+        if (st.st_size > (off_t)keep_bytes) (void)fallocate(fd, 0, 0, st.st_size);
         kill(getpid(), SIGKILL);
     }
     if (act != NULL && strcmp(act + 1, "fail") == 0) {

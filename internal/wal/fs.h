@@ -7,7 +7,8 @@
  * 0) and -errno on failure; it must be callable from any thread. Paths are
  * complete (dir + "/" + name). pwritev may write less than asked (the caller
  * loops); pread returns fewer bytes only at end of file. Implementations own
- * nothing the caller passes in.
+ * nothing the caller passes in. preallocate may be NULL; every other operation
+ * is required.
  */
 #ifndef TRINE_WAL_FS_H
 #define TRINE_WAL_FS_H
@@ -35,6 +36,11 @@ struct wal_fs {
     int (*list)(void *ctx, const char *dir, int (*fn)(void *arg, const char *name), void *arg);
     /* fsync of the directory itself, after creating, renaming or deleting in it. */
     int (*sync_dir)(void *ctx, const char *dir);
+    /* Reserves disk space for bytes [0, len) of fd and makes the file at least
+     * len bytes long, the new bytes reading as zeros (never shrinks it). 0 also
+     * when the file system cannot (nothing done); -errno for a real failure
+     * (ENOSPC, EIO). NULL: not supported. Not durable until the next fdatasync. */
+    int (*preallocate)(void *ctx, int fd, uint64_t len);
     void *ctx;
 };
 

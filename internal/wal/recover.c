@@ -7,30 +7,50 @@
  * and its batch word (a batch's first record has the first flag and the next
  * batch number, the others repeat it; a segment starts with a first record).
  * Valid records go into the index. The first record that fails is the "bad
- * spot" X, and everything hangs on telling a torn tail from corruption:
+ * spot" X (at most the file's end), and everything hangs on telling
+ * preallocated space, a torn tail and corruption apart. Z below is the start
+ * of the run of zero bytes that ends the file (Z = the file size if its last
+ * byte is not zero):
  *
- *  - X in any segment but the last: corruption. Segments roll only after the
- *    previous batch's fdatasync, so a crash cannot damage a non-last segment.
+ *  - Z <= X, i.e. only zeros from X to the end of the file: preallocated space
+ *    (segment.c), not damage. X is the segment's logical size (s->size); no
+ *    warning (log_debug), nothing counted in torn_bytes, nothing reported.
+ *    The last segment keeps its file: appends go on at X, over the zeros. A
+ *    non-last segment has its zeros only when the truncate at its roll did not
+ *    reach the disk: it is truncated to X, but only after the next segment's
+ *    header was found to continue the chain (start_crc, start_batch) from the
+ *    last record before X. If records of it were zeroed instead, the chain
+ *    breaks at that header: corruption, reported there. A zeroed final batch
+ *    of the last segment (its data never reached the disk) looks the same as
+ *    preallocated space and is taken as such: it was never acknowledged.
+ *  - Otherwise, X in any segment but the last: corruption. Segments roll only
+ *    after the previous batch's fdatasync, so a crash cannot damage a non-last
+ *    segment.
  *  - X in the last segment: scan [X, end) for self-consistent records (valid
- *    structure and CRC; the log's salt makes payload bytes unlikely to pass).
- *    Batch k+1 is written only after batch k's fdatasync returned, so a crash
- *    can only damage the final batch written: with k the batch of the last
- *    valid record, a torn write leaves behind at most non-first records of
- *    batch k or k+1 (pages of one pwritev reach the disk in any order). Any
- *    other self-consistent record after X (a first-of-batch record, or a later
+ *    structure and CRC; the log's salt makes payload bytes unlikely to pass;
+ *    records start before Z, a header in the zeros cannot be one). Batch k+1
+ *    is written only after batch k's fdatasync returned, so a crash can only
+ *    damage the final batch written: with k the batch of the last valid
+ *    record, a torn write leaves behind at most non-first records of batch k
+ *    or k+1 (pages of one pwritev reach the disk in any order). Any other
+ *    self-consistent record after X (a first-of-batch record, or a later
  *    batch) proves acknowledged data follows the bad spot: corruption.
  *  - A last segment shorter than its header or with a zeroed header is a torn
  *    creation and is removed; any other bad header is corruption.
  *
- * Torn: the tail is truncated at X (log_warn with file and offset). Corruption:
- * wal_open fails with -TRINE_ECORRUPT naming the file and offset, unless
- * opts.repair, which truncates at X, deletes every later segment and reports
- * the bytes and self-consistent records cut. A bit flip inside the final batch
- * cannot be told from a torn write of that batch; it is truncated as torn.
+ * Torn: the tail is truncated at X (log_warn with file and offset; torn_bytes
+ * = Z - X, the preallocated zeros after the torn bytes are not counted) and
+ * wal_open preallocates the segment again. Corruption: wal_open fails with
+ * -TRINE_ECORRUPT naming the file and offset, unless opts.repair, which
+ * truncates at X, deletes every later segment and reports the bytes (zeros
+ * ending a file not counted) and self-consistent records cut. A bit flip
+ * inside the final batch cannot be told from a torn write of that batch; it
+ * is truncated as torn.
  *
- * Pass 2 (wal_replay) reads the verified log again and hands records to the
- * replay callback, skipping dead entries in WAL_REPLAY_LIVE mode; liveness needs
- * the cuts of the whole log, which only pass 1 knows.
+ * Pass 2 (wal_replay) reads the verified log again, each segment up to its
+ * logical size, and hands records to the replay callback, skipping dead
+ * entries in WAL_REPLAY_LIVE mode; liveness needs the cuts of the whole log,
+ * which only pass 1 knows.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,8 +71,10 @@ struct wal_bad {
     bool header; /* the segment header itself is bad */
     bool benign; /* header cut short or zeroed (torn creation) */
     uint64_t off;
-    char why[96];
+    char why[192];
 };
+
+#define WAL_WHY_HDR_CHAIN "chain broken at the segment header"
 
 struct wal_seqs {
     uint64_t *v;
@@ -143,7 +165,7 @@ static int wal_scan_segment(struct wal *w, struct wal_seg *s, uint64_t size, uin
         bad->set = bad->header = true;
     } else if (ch->known &&
                (h.salt != ch->salt || h.start_crc != ch->crc || h.start_batch != ch->batch)) {
-        wal_mark_bad(bad, 0, "chain broken at the segment header");
+        wal_mark_bad(bad, 0, WAL_WHY_HDR_CHAIN);
         bad->header = true;
     } else if (!ch->known) {
         *ch = (struct wal_chain){
@@ -190,16 +212,48 @@ out:
     return rc;
 }
 
-/* Counts self-consistent records in [from, size) of fd; *later is set if one of
- * them is not a non-first record of batch k or k+1 (see the file comment). */
-static int wal_scan_ahead(struct wal *w, int fd, uint64_t size, uint64_t from, uint32_t salt,
-                          uint32_t k, uint64_t *found, bool *later)
+/* *z = Z of the file comment for fd's first size bytes, but not below from:
+ * from when [from, size) holds only zeros. Reads backwards from the end and
+ * stops at the first non-zero byte. Returns 0 or a negative status. */
+static int wal_zero_tail(struct wal *w, int fd, uint64_t size, uint64_t from, uint64_t *z)
+{
+    uint8_t *buf = size > from ? malloc(WAL_READ_CHUNK) : NULL;
+    if (size > from && buf == NULL) return -TRINE_ENOMEM;
+    uint64_t end = size;
+    int rc = 0;
+    while (end > from) {
+        size_t n = end - from < WAL_READ_CHUNK ? (size_t)(end - from) : WAL_READ_CHUNK;
+        ssize_t got = w->fs->pread(w->fs->ctx, fd, buf, n, end - n);
+        if (got != (ssize_t)n) {
+            rc = got < 0 ? status_from_errno((int)-got) : -TRINE_EIO; /* shrank under us */
+            break;
+        }
+        if (buf[0] == 0 && (n == 1 || memcmp(buf, buf + 1, n - 1) == 0)) {
+            end -= n; /* all zero */
+            continue;
+        }
+        size_t i = n;
+        while (buf[i - 1] == 0)
+            i--;
+        end = end - n + i;
+        break;
+    }
+    free(buf);
+    *z = end;
+    return rc;
+}
+
+/* Counts self-consistent records starting in [from, limit) of fd (records may
+ * run on up to size); *later is set if one of them is not a non-first record
+ * of batch k or k+1 (see the file comment). */
+static int wal_scan_ahead(struct wal *w, int fd, uint64_t size, uint64_t from, uint64_t limit,
+                          uint32_t salt, uint32_t k, uint64_t *found, bool *later)
 {
     struct wal_reader rd;
     wal_reader_init(&rd, w->fs, fd, size);
     int rc = 0;
     uint64_t off = from;
-    while (off < size && size - off >= WAL_REC_HDR_BYTES) {
+    while (off < limit && off < size && size - off >= WAL_REC_HDR_BYTES) {
         const uint8_t *p;
         struct wal_rechdr h;
         const char *why;
@@ -238,14 +292,17 @@ static int wal_count_rest(struct wal *w, const uint64_t *seqs, size_t from, size
         const char *why;
         uint32_t salt = ch->salt;
         bool later = false;
+        uint64_t z = 0;
         int rc = w->fs->size(w->fs->ctx, fd, &size);
+        if (rc < 0) rc = status_from_errno(-rc);
         if (rc == 0 && w->fs->pread(w->fs->ctx, fd, hb, sizeof(hb), 0) == (ssize_t)sizeof(hb) &&
             wal_seghdr_decode(hb, &h, &why) == 0)
             salt = h.salt;
-        if (rc == 0) rc = wal_scan_ahead(w, fd, size, 0, salt, 0, records, &later);
+        if (rc == 0) rc = wal_zero_tail(w, fd, size, 0, &z); /* preallocated zeros: no records */
+        if (rc == 0) rc = wal_scan_ahead(w, fd, size, 0, z, salt, 0, records, &later);
         w->fs->close(w->fs->ctx, fd);
         if (rc < 0) return rc;
-        *bytes += size;
+        *bytes += z;
     }
     return 0;
 }
@@ -259,6 +316,22 @@ static int wal_drop_last(struct wal *w, const char *path)
     return rc == -ENOENT ? 0 : rc;
 }
 
+/* Cuts the zero tail off a non-last segment (the truncate of its roll did not
+ * reach the disk). Not synced, and a failure is only logged: the next open
+ * finds the same zeros and accepts them again. */
+static void wal_trim(struct wal *w, const struct wal_seg *s)
+{
+    char path[WAL_PATH_MAX];
+    wal_seg_path(w, s->seq, "", path, sizeof(path));
+    int rc = w->fs->ftruncate(w->fs->ctx, s->fd, s->size);
+    if (rc < 0)
+        log_warn("wal", "truncating %s to its %llu bytes of records: %s; its zero tail stays", path,
+                 (unsigned long long)s->size, strerror(-rc));
+    else
+        log_debug("wal", "%s: preallocated space after offset %llu removed", path,
+                  (unsigned long long)s->size);
+}
+
 static int wal_sync_or_err(struct wal *w, int fd, const char *path, struct trine_err *err)
 {
     int rc = w->opt.sync_off ? 0
@@ -268,9 +341,10 @@ static int wal_sync_or_err(struct wal *w, int fd, const char *path, struct trine
     return 0;
 }
 
-/* Deals with the bad spot found in segment i of n. */
+/* Deals with the bad spot found in segment i of n; z: Z of the file comment,
+ * above the bad spot. */
 static int wal_settle(struct wal *w, const uint64_t *seqs, size_t i, size_t n, uint64_t size,
-                      const struct wal_chain *ch, const struct wal_bad *bad,
+                      uint64_t z, const struct wal_chain *ch, const struct wal_bad *bad,
                       struct wal_recovery *rep, struct trine_err *err)
 {
     struct wal_seg *s = w->idx.segs[w->idx.nsegs - 1];
@@ -286,13 +360,20 @@ static int wal_settle(struct wal *w, const uint64_t *seqs, size_t i, size_t n, u
     bool later = false;
     int rc = 0;
     if (!bad->header)
-        rc = wal_scan_ahead(w, s->fd, size, bad->off, ch->salt, ch->batch, &found, &later);
+        rc = wal_scan_ahead(w, s->fd, size, bad->off, z, ch->salt, ch->batch, &found, &later);
+    else if (!bad->benign) /* only counted: a bad header decides by itself */
+        rc = wal_scan_ahead(w, s->fd, size, WAL_SEG_HDR_BYTES, z, ch->salt, 0, &found, &later);
     if (rc < 0) return err_set(err, rc, "reading %s: %s", path, status_message(rc));
 
     if (last && (bad->header ? bad->benign : !later)) { /* torn tail */
-        rep->torn_bytes = size - bad->off;
-        log_warn("wal", "torn tail in %s at offset %llu (%s): truncating %llu bytes", path,
-                 (unsigned long long)bad->off, bad->why, (unsigned long long)rep->torn_bytes);
+        rep->torn_bytes = z - bad->off;
+        char zeros[96] = "";
+        if (size > z)
+            snprintf(zeros, sizeof(zeros), " (and %llu bytes of preallocated space after them)",
+                     (unsigned long long)(size - z));
+        log_warn("wal", "torn tail in %s at offset %llu (%s): truncating %llu bytes%s", path,
+                 (unsigned long long)bad->off, bad->why, (unsigned long long)rep->torn_bytes,
+                 zeros);
         if (bad->header) {
             rc = wal_drop_last(w, path);
             if (rc < 0)
@@ -310,7 +391,7 @@ static int wal_settle(struct wal *w, const uint64_t *seqs, size_t i, size_t n, u
     rc = wal_count_rest(w, seqs, i + 1, n, ch, &found, &rest_bytes);
     if (rc < 0) return err_set(err, rc, "reading segments after %s: %s", path, status_message(rc));
     rep->cut_records = found;
-    rep->cut_bytes = size - bad->off + rest_bytes;
+    rep->cut_bytes = z - bad->off + rest_bytes;
     if (!w->opt.repair) {
         rep->cut_records = rep->cut_bytes = 0;
         return err_set(err, -TRINE_ECORRUPT,
@@ -359,6 +440,7 @@ int wal_recover(struct wal *w, struct wal_recovery *rep, struct trine_err *err)
 
     struct wal_chain ch = {0};
     uint64_t prev_seq = 0;
+    struct wal_seg *trim = NULL; /* a non-last segment ending in zeros, to cut to s->size */
     for (size_t i = 0; i < l.n && rc == 0; i++) {
         char path[WAL_PATH_MAX];
         wal_seg_path(w, l.v[i], "", path, sizeof(path));
@@ -389,8 +471,35 @@ int wal_recover(struct wal *w, struct wal_recovery *rep, struct trine_err *err)
             break;
         }
         prev_seq = l.v[i];
+        if (trim != NULL && !(bad.set && bad.header)) {
+            /* This header continues the chain: nothing was lost before the zeros. */
+            wal_trim(w, trim);
+            trim = NULL;
+        }
+        uint64_t z = size;
         if (bad.set) {
-            rc = wal_settle(w, l.v, i, l.n, size, &ch, &bad, rep, err);
+            rc = wal_zero_tail(w, fd, size, bad.off, &z);
+            if (rc < 0) {
+                err_set(err, rc, "reading %s: %s", path, status_message(rc));
+                break;
+            }
+        }
+        if (bad.set && !bad.header && z == bad.off) { /* only zeros after the last record */
+            log_debug("wal",
+                      "%s: records end at offset %llu, then %llu bytes of preallocated space", path,
+                      (unsigned long long)bad.off, (unsigned long long)(size - bad.off));
+            if (i + 1 < l.n) trim = s;
+            continue; /* s->size = bad.off already */
+        }
+        if (bad.set) {
+            if (trim != NULL && strcmp(bad.why, WAL_WHY_HDR_CHAIN) == 0) {
+                size_t k = strlen(bad.why);
+                snprintf(bad.why + k, sizeof(bad.why) - k,
+                         " (records of segment %llu before its zero tail at offset %llu are "
+                         "missing)",
+                         (unsigned long long)trim->seq, (unsigned long long)trim->size);
+            }
+            rc = wal_settle(w, l.v, i, l.n, size, z, &ch, &bad, rep, err);
             break;
         }
     }

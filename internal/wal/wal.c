@@ -248,6 +248,19 @@ static uint32_t wal_new_salt(void)
     return s;
 }
 
+/* The recovered active segment gets its preallocation now if it lacks it (a log
+ * written without, a torn tail or repair cut it off), not only the next one. */
+static void wal_prealloc_recovered(struct wal *w)
+{
+    uint64_t size = 0;
+    if (w->opt.no_preallocate || w->fs->preallocate == NULL ||
+        w->fs->size(w->fs->ctx, w->active->fd, &size) < 0 || size >= w->opt.segment_bytes)
+        return;
+    char path[WAL_PATH_MAX];
+    wal_seg_path(w, w->active->seq, "", path, sizeof(path));
+    wal_seg_preallocate(w, w->active->fd, path);
+}
+
 int wal_open(const struct wal_options *opts, struct wal **out, struct wal_recovery *report,
              struct trine_err *err)
 {
@@ -302,6 +315,7 @@ int wal_open(const struct wal_options *opts, struct wal **out, struct wal_recove
         return err ? err->code : -TRINE_EIO;
     }
     rc = wal_recover(w, rep, err);
+    if (rc == 0 && w->active != NULL) wal_prealloc_recovered(w);
     if (rc == 0 && w->active == NULL) {
         char msg[WAL_PATH_MAX + 128];
         w->salt = wal_new_salt();

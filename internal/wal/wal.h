@@ -4,7 +4,9 @@
  *
  * One directory holds segment files <16 hex digits of seq>.wal. Records carry
  * (partition, type, term, index, payload) and a CRC-32C chained to the previous
- * record; docs/formats.md and segment.c/record.c give the bytes.
+ * record; docs/formats.md and segment.c/record.c give the bytes. The active
+ * segment's file is preallocated to segment_bytes (zeros after its last record);
+ * sealed segments are cut back to their records.
  *
  * Threads. wal_open starts one "sync thread" that owns the active segment: it
  * takes every request queued since its last write, writes them with one
@@ -91,6 +93,8 @@ struct wal_options {
     uint64_t queue_bytes_max;    /* queued, not yet taken; 0: 64 MiB */
     uint32_t payload_bytes_max;  /* per record, checked on append; 0: 16 MiB */
     bool sync_off;               /* no fdatasync at all: tests and benchmarks ONLY */
+    bool no_preallocate;         /* don't reserve each segment's segment_bytes on disk up
+                                    front (default: reserve, see segment.c) */
     bool repair;                 /* cut the log at mid-log corruption instead of failing */
     enum wal_replay_mode replay; /* which records replay_fn sees */
     wal_replay_fn replay_fn;     /* may be NULL */
@@ -106,7 +110,8 @@ struct wal_recovery {
     uint32_t segments;    /* segment files found */
     uint64_t records;     /* valid records found */
     uint64_t replayed;    /* records handed to replay_fn */
-    uint64_t torn_bytes;  /* torn/zeroed tail bytes truncated */
+    uint64_t torn_bytes;  /* torn tail bytes truncated (zeros after them not counted:
+                             preallocated space, see recover.c) */
     uint64_t cut_bytes;   /* bytes removed by repair */
     uint64_t cut_records; /* self-consistent records inside what repair removed */
     bool corrupt;         /* mid-log corruption seen (open failed unless repair) */

@@ -119,7 +119,8 @@ struct wal_segpart { /* one partition's ENTRY records in one segment */
 struct wal_seg {
     uint64_t seq;
     int fd;
-    uint64_t size;         /* bytes indexed (durable, for the active one) */
+    uint64_t size;         /* bytes indexed (durable, for the active one): the logical
+                              size; the file may be longer (preallocated zeros) */
     uint32_t refs;         /* 1 for the list + 1 per wal_read in progress */
     bool unlinked;         /* gone from the list and the directory; closed at refs 0 */
     struct wal_u32map map; /* partition -> parts[] */
@@ -217,6 +218,7 @@ struct wal {
     uint32_t chain_crc; /* CRC of the last record written */
     uint32_t batch_no;  /* batch number of the last record written */
     struct iovec *iov;
+    bool prealloc_warned; /* a failed preallocation was logged (once per open) */
 
     pthread_mutex_t idx_mu;
     struct wal_index idx;
@@ -230,6 +232,10 @@ void *wal_sync_main(void *arg);
 /* Creates segment seq (via a .tmp file + rename + directory fsync) and makes it
  * the active one. Returns 0 or a status with detail in msg. */
 int wal_seg_create(struct wal *w, uint64_t seq, char *msg, size_t msgn);
+/* Reserves segment_bytes for the segment file fd (path names it in the log)
+ * unless opts.no_preallocate or the fs cannot. A failure is not fatal: logged
+ * once per open, the segment then grows by its appends as without it. */
+void wal_seg_preallocate(struct wal *w, int fd, const char *path);
 /* Stops the log: stop hook, failed flag. msg names the file. */
 void wal_fail(struct wal *w, const char *msg);
 void wal_req_complete(struct wal_req *r, int status);

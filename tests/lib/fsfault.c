@@ -2,8 +2,8 @@
  * fsfault.c - the fault-injecting wal_fs (see fsfault.h for the model).
  *
  * Per tracked file: `durable` (bytes an fdatasync made durable) and a list of
- * unsynced operations (write at offset / truncate) applied to the real file at
- * once and to `durable` at the next fdatasync of that file.
+ * unsynced operations (write at offset / truncate / preallocate) applied to the
+ * real file at once and to `durable` at the next fdatasync of that file.
  */
 #include "fsfault.h"
 
@@ -20,7 +20,8 @@
 struct ff_op {
     struct ff_op *next;
     bool truncate;
-    uint64_t off; /* write offset, or truncate length */
+    bool prealloc; /* grows the file to off with zeros, never shrinks it */
+    uint64_t off;  /* write offset, or truncate / preallocate length */
     size_t len;
     uint8_t data[]; /* len bytes for a write */
 };
@@ -45,10 +46,11 @@ struct fsfault {
     struct ff_file *files;
     struct ff_fd *fds;
     size_t nfds, cap_fds;
-    int fail_write, fail_fsync; /* countdowns, 0 = off */
+    int fail_write, fail_fsync, fail_prealloc; /* countdowns, 0 = off */
+    int prealloc_errno;                        /* what the failing preallocate returns */
     bool hold, dead;
     int held; /* fdatasyncs blocked now */
-    uint64_t writes, fsyncs;
+    uint64_t writes, fsyncs, preallocs;
 };
 
 static void ff_free_ops(struct ff_file *file)
@@ -92,8 +94,8 @@ static struct ff_file *ff_of_fd(struct fsfault *f, int fd)
 /* Applies one op to an image. */
 static void ff_apply(struct buf *img, const struct ff_op *o, size_t len)
 {
-    if (o->truncate) {
-        if (o->off < img->len) {
+    if (o->truncate || o->prealloc) {
+        if (o->off < img->len && o->truncate) {
             img->len = (size_t)o->off;
         } else if (o->off > img->len) {
             size_t grow = (size_t)o->off - img->len;
@@ -215,21 +217,47 @@ static int ff_fdatasync(void *ctx, int fd)
     return rc;
 }
 
+/* Queues a truncate or preallocate op (no data) on file. */
+static void ff_push_op(struct ff_file *file, bool prealloc, uint64_t len)
+{
+    struct ff_op *o = malloc(sizeof(*o));
+    if (o == NULL) abort(); /* test code: out of memory is fatal */
+    *o = (struct ff_op){.truncate = !prealloc, .prealloc = prealloc, .off = len};
+    if (file->ops_tail)
+        file->ops_tail->next = o;
+    else
+        file->ops = o;
+    file->ops_tail = o;
+}
+
 static int ff_ftruncate(void *ctx, int fd, uint64_t len)
 {
     struct fsfault *f = ctx;
     pthread_mutex_lock(&f->mu);
     int rc = f->dead ? -EIO : f->base->ftruncate(f->base->ctx, fd, len);
     struct ff_file *file = ff_of_fd(f, fd);
-    if (rc == 0 && file != NULL) {
-        struct ff_op *o = malloc(sizeof(*o));
-        if (o == NULL) abort();
-        *o = (struct ff_op){.truncate = true, .off = len};
-        if (file->ops_tail)
-            file->ops_tail->next = o;
-        else
-            file->ops = o;
-        file->ops_tail = o;
+    if (rc == 0 && file != NULL) ff_push_op(file, false, len);
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+static int ff_preallocate(void *ctx, int fd, uint64_t len)
+{
+    struct fsfault *f = ctx;
+    pthread_mutex_lock(&f->mu);
+    f->preallocs++;
+    int rc = 0;
+    if (f->dead) {
+        rc = -EIO;
+    } else if (f->fail_prealloc > 0 && --f->fail_prealloc == 0) {
+        rc = -f->prealloc_errno; /* nothing reserved */
+    } else if (f->base->preallocate != NULL) {
+        rc = f->base->preallocate(f->base->ctx, fd, len);
+        uint64_t size = 0;
+        struct ff_file *file = ff_of_fd(f, fd);
+        /* What the file really became (the base may have done nothing). */
+        if (rc == 0 && file != NULL && f->base->size(f->base->ctx, fd, &size) == 0)
+            ff_push_op(file, true, size);
     }
     pthread_mutex_unlock(&f->mu);
     return rc;
@@ -321,6 +349,7 @@ struct fsfault *fsfault_new(const struct wal_fs *base)
                             .mkdir = ff_mkdir,
                             .list = ff_list,
                             .sync_dir = ff_sync_dir,
+                            .preallocate = ff_preallocate,
                             .ctx = f};
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
@@ -357,6 +386,19 @@ void fsfault_fail_fsync(struct fsfault *f, int nth)
     pthread_mutex_unlock(&f->mu);
 }
 
+void fsfault_fail_prealloc(struct fsfault *f, int nth, int err)
+{
+    pthread_mutex_lock(&f->mu);
+    f->fail_prealloc = nth;
+    f->prealloc_errno = err;
+    pthread_mutex_unlock(&f->mu);
+}
+
+void fsfault_set_prealloc(struct fsfault *f, bool supported)
+{
+    f->fs.preallocate = supported ? ff_preallocate : NULL;
+}
+
 void fsfault_hold_sync(struct fsfault *f, bool hold)
 {
     pthread_mutex_lock(&f->mu);
@@ -390,7 +432,9 @@ void fsfault_crash(struct fsfault *f, uint64_t keep_bytes)
     for (struct ff_file *file = f->files; file; file = file->next) {
         /* Unsynced operations survive in order while the budget lasts. */
         for (struct ff_op *o = file->ops; o && keep_bytes > 0; o = o->next) {
-            size_t len = o->truncate ? 0 : (keep_bytes < o->len ? (size_t)keep_bytes : o->len);
+            size_t len = o->truncate || o->prealloc
+                             ? 0
+                             : (keep_bytes < o->len ? (size_t)keep_bytes : o->len);
             ff_apply(&file->durable, o, len);
             keep_bytes -= len;
         }
@@ -423,6 +467,14 @@ uint64_t fsfault_fsyncs(struct fsfault *f)
 {
     pthread_mutex_lock(&f->mu);
     uint64_t n = f->fsyncs;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+uint64_t fsfault_preallocs(struct fsfault *f)
+{
+    pthread_mutex_lock(&f->mu);
+    uint64_t n = f->preallocs;
     pthread_mutex_unlock(&f->mu);
     return n;
 }

@@ -15,6 +15,11 @@
  *    but close fails with EIO, as if the machine had died under the process.
  *  - fsfault_fail_write / fsfault_fail_fsync: the n-th pwritev / fdatasync from
  *    now fails with EIO (n = 1: the next one); writes then change nothing.
+ *  - fsfault_fail_prealloc: the n-th preallocate from now fails with the given
+ *    errno (ENOSPC, EIO, ...) and reserves nothing; fsfault_set_prealloc(false)
+ *    makes the fs one without preallocate (NULL op). A preallocate that works
+ *    is passed through (the POSIX fs: fallocate) and modelled as growing the
+ *    file with zeros to the size it really got, durable at the next fdatasync.
  *  - fsfault_hold_sync: fdatasync blocks until released (or a crash), so a test
  *    can crash while a batch is written but not yet durable.
  *  - fsfault_flip_bit / fsfault_zero / fsfault_append_zeros: edit a file on disk
@@ -40,6 +45,9 @@ const struct wal_fs *fsfault_fs(struct fsfault *f);
 
 void fsfault_fail_write(struct fsfault *f, int nth);
 void fsfault_fail_fsync(struct fsfault *f, int nth);
+void fsfault_fail_prealloc(struct fsfault *f, int nth, int err);
+/* Before handing the fs to a WAL: false = no preallocate op at all. */
+void fsfault_set_prealloc(struct fsfault *f, bool supported);
 void fsfault_hold_sync(struct fsfault *f, bool hold);
 /* Waits up to timeout_ms until some fdatasync is blocked by hold; true if so. */
 bool fsfault_wait_held(struct fsfault *f, int timeout_ms);
@@ -48,6 +56,7 @@ void fsfault_crash(struct fsfault *f, uint64_t keep_bytes);
 /* Counters of calls seen (including failed ones). */
 uint64_t fsfault_writes(struct fsfault *f);
 uint64_t fsfault_fsyncs(struct fsfault *f);
+uint64_t fsfault_preallocs(struct fsfault *f);
 /* Bytes written but not yet covered by an fdatasync, over all files. */
 uint64_t fsfault_unsynced_bytes(struct fsfault *f);
 

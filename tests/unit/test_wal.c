@@ -1,8 +1,10 @@
 /*
  * test_wal.c - the write-ahead log: round trips over segments and partitions,
  * truncation semantics, wal_read, compaction, group commit, kill -9 under load,
- * and faults (lost unsynced data, torn and zeroed tails, bit flips, missing
- * segments, failed writes and fsyncs) through tests/lib/fsfault.
+ * faults (lost unsynced data, torn and zeroed tails, bit flips, missing
+ * segments, failed writes and fsyncs) through tests/lib/fsfault, and segment
+ * preallocation (free space after the records, sealed segments cut back, zero
+ * tails after a crash, failed or unsupported preallocation).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1057,11 +1059,12 @@ struct crash_setup {
 
 /* 20 acknowledged records (16-byte payloads), then one batch of 5 records (100 bytes
  * each) written but held before its fdatasync, then a crash keeping keep bytes. */
-static void crash_after_unsynced(struct crash_setup *s, uint64_t keep)
+static void crash_after_unsynced(struct crash_setup *s, uint64_t keep, bool no_preallocate)
 {
     s->ff = fsfault_new(NULL);
     struct wal_options o;
     opts_init(&o, s->dir);
+    o.no_preallocate = no_preallocate;
     o.fs = fsfault_fs(s->ff);
     o.stop = stop_quiet;
     o.stop_ctx = &s->stops;
@@ -1093,7 +1096,7 @@ static void test_unsynced_lost(void **state)
 {
     (void)state;
     struct crash_setup s = {.dir = tu_mkdtemp("wal-lost")};
-    crash_after_unsynced(&s, 0);
+    crash_after_unsynced(&s, 0, false);
     struct wal_options o;
     opts_init(&o, s.dir);
     struct coll got = {0};
@@ -1109,28 +1112,38 @@ static void test_unsynced_lost(void **state)
     tu_rm_rf(s.dir);
 }
 
-static void test_torn_tail(void **state)
+/* Returns the log written so far as one string (tests capture it in a file). */
+static void read_log(int logfd, char *buf, size_t n)
 {
-    (void)state;
+    memset(buf, 0, n);
+    assert_true(pread(logfd, buf, n - 1, 0) >= 0);
+}
+
+/* A torn write of the last batch, inside preallocated space or (no_preallocate)
+ * at the end of the file, is truncated as torn. */
+static void check_torn_tail(bool no_preallocate)
+{
     struct crash_setup s = {.dir = tu_mkdtemp("wal-torn")};
-    crash_after_unsynced(&s, 2 * 140 + 50); /* two whole records and a piece of the third */
+    crash_after_unsynced(&s, 2 * 140 + 50, no_preallocate); /* 2 records and a piece */
     char path[512], logpath[512];
     seg_path(path, sizeof(path), s.dir, 1);
     int64_t size = fsfault_file_size(path);
     uint64_t end_ok = 40 + 20 * 56 + 2 * 140;
-    assert_int_equal(size, end_ok + 50);
+    /* The torn bytes sit in the preallocated space, zeros after them. */
+    assert_int_equal(size, no_preallocate ? (int64_t)end_ok + 50 : 64 << 20);
 
     /* The truncation is logged with the file and offset. */
     int logfd = open(tu_path(logpath, sizeof(logpath), s.dir, "log"), O_CREAT | O_RDWR, 0644);
     log_set_fd(logfd);
     struct wal_options o;
     opts_init(&o, s.dir);
+    o.no_preallocate = no_preallocate;
     struct coll got = {0};
     struct wal_recovery rep;
     struct wal *w = open_ok(&o, &got, &rep);
     log_set_fd(2);
-    char logbuf[8192] = {0};
-    assert_true(pread(logfd, logbuf, sizeof(logbuf) - 1, 0) > 0);
+    char logbuf[8192];
+    read_log(logfd, logbuf, sizeof(logbuf));
     close(logfd);
     char needle[64];
     snprintf(needle, sizeof(needle), "at offset %llu", (unsigned long long)end_ok);
@@ -1138,57 +1151,101 @@ static void test_torn_tail(void **state)
     assert_non_null(strstr(logbuf, "0000000000000001.wal"));
     assert_non_null(strstr(logbuf, needle));
 
-    assert_int_equal(rep.torn_bytes, 50);
+    assert_int_equal(rep.torn_bytes, 50); /* the zeros after them are not counted */
     assert_int_equal(rep.bad_offset, end_ok);
     assert_false(rep.corrupt);
     assert_int_equal(got.n, 22); /* 20 acknowledged + 2 whole unacknowledged ones */
     for (size_t i = 0; i < got.n; i++)
         assert_int_equal(got.v[i].index, i + 1);
-    assert_int_equal(fsfault_file_size(path), end_ok);
+    /* Cut at the bad spot, then preallocated again. */
+    assert_int_equal(fsfault_file_size(path), no_preallocate ? (int64_t)end_ok : 64 << 20);
     append_entry(w, 1, 23, 1, 16);
     wal_close(w);
     coll_free(&got);
     w = open_ok(&o, &got, &rep);
     assert_int_equal(got.n, 23);
     assert_int_equal(rep.torn_bytes, 0);
+    assert_string_equal(rep.bad_file, "");
     wal_close(w);
     coll_free(&got);
     tu_rm_rf(s.dir);
 }
 
+static void test_torn_tail(void **state)
+{
+    (void)state;
+    check_torn_tail(false);
+    check_torn_tail(true);
+}
+
 /* Writes n single-record batches of 16-byte payloads into a fresh log. */
-static void write_batches(const char *dir, int n, uint64_t segment_bytes)
+static void write_batches_opt(const char *dir, int n, uint64_t segment_bytes, bool no_preallocate)
 {
     struct wal_options o;
     opts_init(&o, dir);
     o.sync_off = true;
     o.segment_bytes = segment_bytes;
+    o.no_preallocate = no_preallocate;
     struct wal *w = open_ok(&o, NULL, NULL);
     for (int i = 1; i <= n; i++)
         append_entry(w, 2, (uint64_t)i, 1, 16);
     wal_close(w);
 }
 
-static void test_zeroed_tail(void **state)
+static void write_batches(const char *dir, int n, uint64_t segment_bytes)
 {
-    (void)state;
+    write_batches_opt(dir, n, segment_bytes, false);
+}
+
+/* Zeros after the last record of the last segment (a file grown by a crash whose
+ * data never came, or preallocated space) are the log's free space: kept, not
+ * torn, not logged, and the next append goes right after the last record. */
+static void check_zeroed_tail(bool no_preallocate)
+{
     const char *dir = tu_mkdtemp("wal-zero");
-    write_batches(dir, 30, 0);
-    char path[512];
+    write_batches_opt(dir, 30, 0, no_preallocate);
+    char path[512], logpath[512];
     seg_path(path, sizeof(path), dir, 1);
     int64_t size = fsfault_file_size(path);
+    assert_int_equal(size, no_preallocate ? 40 + 30 * 56 : 64 << 20);
     assert_int_equal(fsfault_append_zeros(path, 4096), 0);
+    int logfd = open(tu_path(logpath, sizeof(logpath), dir, "log"), O_CREAT | O_RDWR, 0644);
+    log_set_fd(logfd);
     struct wal_options o;
     opts_init(&o, dir);
+    o.no_preallocate = no_preallocate;
     struct coll got = {0};
     struct wal_recovery rep;
     struct wal *w = open_ok(&o, &got, &rep);
     assert_int_equal(got.n, 30);
-    assert_int_equal(rep.torn_bytes, 4096);
-    assert_int_equal(fsfault_file_size(path), size);
+    assert_int_equal(rep.torn_bytes, 0);
+    assert_false(rep.corrupt);
+    assert_string_equal(rep.bad_file, "");
+    assert_int_equal(fsfault_file_size(path), size + 4096); /* untouched */
+    append_entry(w, 2, 31, 1, 16);
+    wal_close(w);
+    coll_free(&got);
+    w = open_ok(&o, &got, &rep);
+    log_set_fd(2);
+    char logbuf[8192];
+    read_log(logfd, logbuf, sizeof(logbuf));
+    close(logfd);
+    assert_null(strstr(logbuf, "\"warn\"")); /* neither open warned */
+    assert_int_equal(got.n, 31);
+    for (size_t i = 0; i < got.n; i++)
+        assert_int_equal(got.v[i].index, i + 1);
+    assert_int_equal(rep.torn_bytes, 0);
+    assert_int_equal(fsfault_file_size(path), size + 4096);
     wal_close(w);
     coll_free(&got);
     tu_rm_rf(dir);
+}
+
+static void test_zeroed_tail(void **state)
+{
+    (void)state;
+    check_zeroed_tail(false);
+    check_zeroed_tail(true);
 }
 
 static void test_bitflip_mid_log(void **state)
@@ -1199,7 +1256,8 @@ static void test_bitflip_mid_log(void **state)
     char path[512];
     seg_path(path, sizeof(path), dir, 1);
     int64_t size = fsfault_file_size(path);
-    uint64_t rec30 = 40 + 29 * 56; /* record 30 of 60, each 56 bytes */
+    assert_int_equal(size, 64 << 20);                  /* preallocated */
+    uint64_t rec30 = 40 + 29 * 56, end = 40 + 60 * 56; /* record 30 of 60, each 56 bytes */
     assert_int_equal(fsfault_flip_bit(path, rec30 + 45, 3), 0);
 
     struct wal_options o;
@@ -1221,9 +1279,9 @@ static void test_bitflip_mid_log(void **state)
     struct coll got = {0};
     w = open_ok(&o, &got, &rep);
     assert_int_equal(got.n, 29);
-    assert_int_equal(rep.cut_records, 30); /* the 30 valid ones after the flip */
-    assert_int_equal(rep.cut_bytes, (uint64_t)size - rec30);
-    assert_int_equal(fsfault_file_size(path), rec30);
+    assert_int_equal(rep.cut_records, 30);           /* the 30 valid ones after the flip */
+    assert_int_equal(rep.cut_bytes, end - rec30);    /* records only, not the free space */
+    assert_int_equal(fsfault_file_size(path), size); /* cut at rec30, preallocated again */
     append_entry(w, 2, 30, 2, 16);
     wal_close(w);
     coll_free(&got);
@@ -1315,6 +1373,382 @@ static void test_hole_in_last_batch_is_torn(void **state)
     assert_int_equal(fsfault_zero(path, batch + 140, 10), 0);
     struct trine_err err = {0};
     assert_int_equal(wal_open(&o, &w, &rep, &err), -TRINE_ECORRUPT);
+    tu_rm_rf(dir);
+}
+
+/* ---- preallocation ---- */
+
+static int64_t seg_size(const char *dir, uint64_t seq)
+{
+    char p[512];
+    return fsfault_file_size(seg_path(p, sizeof(p), dir, seq));
+}
+
+/* Opens dir with o, the log going to a file; *logbuf gets what was logged. */
+static struct wal *open_logged(struct wal_options *o, struct coll *c, struct wal_recovery *rep,
+                               const char *dir, char *logbuf, size_t n)
+{
+    char logpath[512];
+    int logfd =
+        open(tu_path(logpath, sizeof(logpath), dir, "log"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+    assert_true(logfd >= 0);
+    log_set_fd(logfd);
+    struct wal *w = open_ok(o, c, rep);
+    log_set_fd(2);
+    read_log(logfd, logbuf, n);
+    close(logfd);
+    return w;
+}
+
+static void assert_reads_1_to(struct wal *w, uint32_t p, uint64_t n)
+{
+    struct coll got = {0};
+    assert_int_equal(wal_read(w, p, 1, UINT64_MAX, coll_cb, &got, NULL), 0);
+    assert_int_equal(got.n, n);
+    for (size_t i = 0; i < got.n; i++) {
+        uint8_t want[16];
+        fill(want, 16, p * 1000003ull + (i + 1) * 31 + 1);
+        assert_int_equal(got.v[i].index, i + 1);
+        assert_memory_equal(got.v[i].payload, want, 16);
+    }
+    coll_free(&got);
+}
+
+/* 16-byte entries (56 bytes each) in 4096-byte segments: 72 per segment. */
+#define PA_SEG    4096
+#define PA_SEALED (40 + 72 * 56)
+
+/* A new segment's file is segment_bytes long from its creation on; at the roll
+ * the old one is cut back to its records; all of it reads back, before and
+ * after a reopen, and appends after the reopen go on at the logical end. */
+static void test_prealloc_segments(void **state)
+{
+    (void)state;
+    const char *dir = tu_mkdtemp("wal-prealloc");
+    struct fsfault *ff = fsfault_new(NULL);
+    struct wal_options o;
+    opts_init(&o, dir);
+    o.fs = fsfault_fs(ff);
+    o.segment_bytes = PA_SEG;
+    struct wal *w = open_ok(&o, NULL, NULL);
+    assert_int_equal(seg_size(dir, 1), PA_SEG); /* a header and free space */
+    assert_int_equal(fsfault_preallocs(ff), 1);
+    for (uint64_t i = 1; i <= 200; i++)
+        append_entry(w, 1, i, 1, 16);
+    struct wal_stats st;
+    wal_stats(w, &st);
+    assert_int_equal(st.segments, 3); /* 72 + 72 + 56 */
+    assert_int_equal(fsfault_preallocs(ff), 3);
+    assert_int_equal(seg_size(dir, 1), PA_SEALED);
+    assert_int_equal(seg_size(dir, 2), PA_SEALED);
+    assert_int_equal(seg_size(dir, 3), PA_SEG);
+    assert_reads_1_to(w, 1, 200);
+    wal_close(w);
+
+    char logbuf[8192];
+    struct coll got = {0};
+    struct wal_recovery rep;
+    w = open_logged(&o, &got, &rep, dir, logbuf, sizeof(logbuf));
+    assert_null(strstr(logbuf, "\"warn\""));
+    assert_int_equal(got.n, 200);
+    assert_int_equal(rep.records, 200);
+    assert_int_equal(rep.torn_bytes, 0);
+    assert_false(rep.corrupt);
+    assert_string_equal(rep.bad_file, "");
+    assert_int_equal(fsfault_preallocs(ff), 3); /* the active one has its space already */
+    assert_reads_1_to(w, 1, 200);
+    append_entry(w, 1, 201, 1, 16);
+    assert_reads_1_to(w, 1, 201);
+    wal_close(w);
+    assert_int_equal(seg_size(dir, 3), PA_SEG);
+    /* Record 201 went right after record 200, over the zeros. */
+    char p3[512];
+    int fd = open(seg_path(p3, sizeof(p3), dir, 3), O_RDONLY);
+    uint8_t hdr[40];
+    assert_int_equal(pread(fd, hdr, sizeof(hdr), 40 + 56 * 56), (ssize_t)sizeof(hdr));
+    close(fd);
+    assert_int_equal(hdr[12], WAL_ENTRY);
+    assert_int_equal(hdr[39], 201); /* index, big-endian */
+    coll_free(&got);
+    w = open_ok(&o, &got, &rep);
+    assert_int_equal(got.n, 201);
+    assert_int_equal(rep.torn_bytes, 0);
+    wal_close(w);
+    coll_free(&got);
+    fsfault_free(ff);
+    tu_rm_rf(dir);
+}
+
+/* Restart over a preallocated active segment (real fdatasyncs, default sizes):
+ * no torn tail, no warning, appends continue at the logical end. */
+static void test_prealloc_restart(void **state)
+{
+    (void)state;
+    const char *dir = tu_mkdtemp("wal-prerestart");
+    struct wal_options o;
+    opts_init(&o, dir);
+    struct wal *w = open_ok(&o, NULL, NULL);
+    for (uint64_t i = 1; i <= 10; i++)
+        append_entry(w, 2, i, 1, 16);
+    wal_close(w);
+    assert_int_equal(seg_size(dir, 1), 64 << 20);
+    for (uint64_t run = 0; run < 3; run++) {
+        char logbuf[8192];
+        struct coll got = {0};
+        struct wal_recovery rep;
+        w = open_logged(&o, &got, &rep, dir, logbuf, sizeof(logbuf));
+        assert_null(strstr(logbuf, "torn"));
+        assert_null(strstr(logbuf, "\"warn\""));
+        assert_int_equal(rep.torn_bytes, 0);
+        assert_false(rep.corrupt);
+        assert_string_equal(rep.bad_file, "");
+        assert_int_equal(got.n, 10 + run);
+        for (size_t i = 0; i < got.n; i++)
+            assert_int_equal(got.v[i].index, i + 1);
+        append_entry(w, 2, 11 + run, 1, 16);
+        wal_close(w);
+        coll_free(&got);
+        assert_int_equal(seg_size(dir, 1), 64 << 20);
+    }
+    tu_rm_rf(dir);
+}
+
+/* A crash after rolls, before the truncates of the sealed segments reached the
+ * disk: their zero tails come back, and recovery accepts them (the next header
+ * continues the chain) and cuts them off. */
+static void test_prealloc_sealed_zero_tail(void **state)
+{
+    (void)state;
+    const char *dir = tu_mkdtemp("wal-sealedzero");
+    struct fsfault *ff = fsfault_new(NULL);
+    struct wal_options o;
+    opts_init(&o, dir);
+    o.fs = fsfault_fs(ff);
+    o.segment_bytes = PA_SEG;
+    struct wal *w = open_ok(&o, NULL, NULL);
+    for (uint64_t i = 1; i <= 200; i++)
+        append_entry(w, 1, i, 1, 16);
+    assert_int_equal(seg_size(dir, 1), PA_SEALED);
+    fsfault_crash(ff, 0); /* every record was synced; the truncates were not */
+    wal_close(w);
+    fsfault_free(ff);
+    assert_int_equal(seg_size(dir, 1), PA_SEG);
+    assert_int_equal(seg_size(dir, 2), PA_SEG);
+
+    opts_init(&o, dir);
+    o.segment_bytes = PA_SEG;
+    char logbuf[8192];
+    struct coll got = {0};
+    struct wal_recovery rep;
+    w = open_logged(&o, &got, &rep, dir, logbuf, sizeof(logbuf));
+    assert_null(strstr(logbuf, "\"warn\""));
+    assert_false(rep.corrupt);
+    assert_int_equal(rep.torn_bytes, 0);
+    assert_int_equal(got.n, 200);
+    assert_int_equal(seg_size(dir, 1), PA_SEALED);
+    assert_int_equal(seg_size(dir, 2), PA_SEALED);
+    assert_int_equal(seg_size(dir, 3), PA_SEG);
+    assert_reads_1_to(w, 1, 200);
+    append_entry(w, 1, 201, 1, 16);
+    wal_close(w);
+    coll_free(&got);
+
+    /* The same with zeros added by hand to a sealed segment. */
+    char p2[512];
+    assert_int_equal(fsfault_append_zeros(seg_path(p2, sizeof(p2), dir, 2), 1000), 0);
+    w = open_logged(&o, &got, &rep, dir, logbuf, sizeof(logbuf));
+    assert_null(strstr(logbuf, "\"warn\""));
+    assert_int_equal(got.n, 201);
+    assert_int_equal(seg_size(dir, 2), PA_SEALED);
+    wal_close(w);
+    coll_free(&got);
+    tu_rm_rf(dir);
+}
+
+/* A non-last segment whose last records were zeroed looks like one ending in
+ * free space, but the next segment's header does not continue its chain:
+ * corruption, and nothing is touched without repair. */
+static void test_prealloc_nonlast_lost_records(void **state)
+{
+    (void)state;
+    const char *dir = tu_mkdtemp("wal-nonlastzero");
+    write_batches(dir, 200, PA_SEG); /* 72 + 72 + 56 */
+    char p2[512];
+    seg_path(p2, sizeof(p2), dir, 2);
+    assert_int_equal(seg_size(dir, 2), PA_SEALED);
+    assert_int_equal(fsfault_zero(p2, PA_SEALED - 2 * 56, 2 * 56), 0);
+
+    struct wal_options o;
+    opts_init(&o, dir);
+    o.segment_bytes = PA_SEG;
+    struct wal *w = NULL;
+    struct trine_err err = {0};
+    struct wal_recovery rep;
+    assert_int_equal(wal_open(&o, &w, &rep, &err), -TRINE_ECORRUPT);
+    assert_null(w);
+    assert_true(rep.corrupt);
+    assert_non_null(strstr(err.msg, "0000000000000003.wal"));
+    assert_non_null(strstr(err.msg, "chain broken at the segment header"));
+    assert_non_null(strstr(err.msg, "segment 2"));
+    assert_int_equal(rep.bad_offset, 0);
+    assert_int_equal(seg_size(dir, 2), PA_SEALED); /* nothing touched */
+    assert_int_equal(seg_size(dir, 3), PA_SEG);
+
+    /* Repair cuts segment 3 off; segment 2 ends the log at its last whole record. */
+    o.repair = true;
+    struct coll got = {0};
+    w = open_ok(&o, &got, &rep);
+    assert_int_equal(got.n, 72 + 70);
+    assert_int_equal(rep.cut_records, 56);
+    assert_int_equal(rep.cut_bytes, 40 + 56 * 56); /* segment 3's records, not its free space */
+    uint64_t oldest;
+    assert_int_equal(count_segments(dir, &oldest), 2);
+    append_entry(w, 2, 143, 2, 16);
+    wal_close(w);
+    coll_free(&got);
+    o.repair = false;
+    w = open_ok(&o, &got, &rep);
+    assert_int_equal(got.n, 143);
+    assert_false(rep.corrupt);
+    assert_int_equal(rep.torn_bytes, 0);
+    wal_close(w);
+    coll_free(&got);
+    tu_rm_rf(dir);
+}
+
+static int count_str(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(hay, needle); p != NULL; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* A failed preallocation (a full disk) is logged once and the log goes on:
+ * that segment grows by its appends. */
+static void test_prealloc_failure(void **state)
+{
+    (void)state;
+    const char *dir = tu_mkdtemp("wal-prefail");
+    struct fsfault *ff = fsfault_new(NULL);
+    struct wal_options o;
+    opts_init(&o, dir);
+    o.fs = fsfault_fs(ff);
+    o.segment_bytes = PA_SEG;
+    fsfault_fail_prealloc(ff, 1, ENOSPC); /* segment 1's */
+    char logbuf[8192];
+    struct wal *w = open_logged(&o, NULL, NULL, dir, logbuf, sizeof(logbuf));
+    assert_int_equal(count_str(logbuf, "preallocating"), 1);
+    assert_non_null(strstr(logbuf, strerror(ENOSPC)));
+    assert_int_equal(seg_size(dir, 1), 40);
+    for (uint64_t i = 1; i <= 100; i++) /* segment 2 preallocated */
+        append_entry(w, 1, i, 1, 16);
+    assert_int_equal(seg_size(dir, 1), PA_SEALED);
+    assert_int_equal(seg_size(dir, 2), PA_SEG);
+    fsfault_fail_prealloc(ff, 1, ENOSPC); /* segment 3's: not logged again */
+    char logpath[512];
+    int logfd = open(tu_path(logpath, sizeof(logpath), dir, "log2"), O_CREAT | O_RDWR, 0644);
+    log_set_fd(logfd);
+    for (uint64_t i = 101; i <= 150; i++)
+        append_entry(w, 1, i, 1, 16);
+    assert_reads_1_to(w, 1, 150);
+    wal_close(w);
+    log_set_fd(2);
+    read_log(logfd, logbuf, sizeof(logbuf));
+    close(logfd);
+    assert_int_equal(count_str(logbuf, "preallocating"), 0);
+    assert_int_equal(seg_size(dir, 3), 40 + 6 * 56); /* grew by its appends */
+
+    /* Reopen: the short active segment is preallocated now; if that fails too,
+     * the open still succeeds. */
+    fsfault_fail_prealloc(ff, 1, EIO);
+    struct coll got = {0};
+    struct wal_recovery rep;
+    w = open_logged(&o, &got, &rep, dir, logbuf, sizeof(logbuf));
+    assert_int_equal(count_str(logbuf, "preallocating"), 1);
+    assert_int_equal(got.n, 150);
+    assert_int_equal(rep.torn_bytes, 0);
+    assert_int_equal(seg_size(dir, 3), 40 + 6 * 56);
+    wal_close(w);
+    coll_free(&got);
+    w = open_ok(&o, &got, &rep);
+    assert_int_equal(seg_size(dir, 3), PA_SEG);
+    append_entry(w, 1, 151, 1, 16);
+    assert_reads_1_to(w, 1, 151);
+    wal_close(w);
+    coll_free(&got);
+    fsfault_free(ff);
+    tu_rm_rf(dir);
+
+    /* A file system without preallocate (NULL op): segments grow as before. */
+    dir = tu_mkdtemp("wal-prenone");
+    ff = fsfault_new(NULL);
+    fsfault_set_prealloc(ff, false);
+    opts_init(&o, dir);
+    o.fs = fsfault_fs(ff);
+    o.segment_bytes = PA_SEG;
+    w = open_logged(&o, NULL, NULL, dir, logbuf, sizeof(logbuf));
+    assert_null(strstr(logbuf, "\"warn\""));
+    for (uint64_t i = 1; i <= 100; i++)
+        append_entry(w, 1, i, 1, 16);
+    assert_int_equal(fsfault_preallocs(ff), 0);
+    assert_int_equal(seg_size(dir, 1), PA_SEALED);
+    assert_int_equal(seg_size(dir, 2), 40 + 28 * 56);
+    wal_close(w);
+    w = open_ok(&o, &got, &rep);
+    assert_int_equal(got.n, 100);
+    wal_close(w);
+    coll_free(&got);
+    fsfault_free(ff);
+    tu_rm_rf(dir);
+}
+
+/* no_preallocate: files hold exactly their records, as before preallocation;
+ * reopening such a log without the flag preallocates its active segment. */
+static void test_no_preallocate(void **state)
+{
+    (void)state;
+    const char *dir = tu_mkdtemp("wal-noprealloc");
+    struct fsfault *ff = fsfault_new(NULL);
+    struct wal_options o;
+    opts_init(&o, dir);
+    o.fs = fsfault_fs(ff);
+    o.segment_bytes = PA_SEG;
+    o.no_preallocate = true;
+    struct wal *w = open_ok(&o, NULL, NULL);
+    for (uint64_t i = 1; i <= 200; i++)
+        append_entry(w, 1, i, 1, 16);
+    assert_int_equal(fsfault_preallocs(ff), 0);
+    assert_int_equal(seg_size(dir, 1), PA_SEALED);
+    assert_int_equal(seg_size(dir, 2), PA_SEALED);
+    assert_int_equal(seg_size(dir, 3), 40 + 56 * 56);
+    wal_close(w);
+    struct coll got = {0};
+    struct wal_recovery rep;
+    w = open_ok(&o, &got, &rep);
+    assert_int_equal(got.n, 200);
+    assert_int_equal(fsfault_preallocs(ff), 0);
+    assert_int_equal(seg_size(dir, 3), 40 + 56 * 56);
+    wal_close(w);
+    coll_free(&got);
+
+    /* Upgrade: the active segment gets its space at open. */
+    o.no_preallocate = false;
+    w = open_ok(&o, &got, &rep);
+    assert_int_equal(got.n, 200);
+    assert_int_equal(rep.torn_bytes, 0);
+    assert_int_equal(fsfault_preallocs(ff), 1);
+    assert_int_equal(seg_size(dir, 3), PA_SEG);
+    append_entry(w, 1, 201, 1, 16);
+    assert_reads_1_to(w, 1, 201);
+    wal_close(w);
+    coll_free(&got);
+    w = open_ok(&o, &got, &rep);
+    assert_int_equal(got.n, 201);
+    assert_int_equal(rep.torn_bytes, 0);
+    wal_close(w);
+    coll_free(&got);
+    fsfault_free(ff);
     tu_rm_rf(dir);
 }
 
@@ -1457,6 +1891,12 @@ int main(void)
         cmocka_unit_test(test_bitflip_mid_log),
         cmocka_unit_test(test_corrupt_earlier_segment),
         cmocka_unit_test(test_hole_in_last_batch_is_torn),
+        cmocka_unit_test(test_prealloc_segments),
+        cmocka_unit_test(test_prealloc_restart),
+        cmocka_unit_test(test_prealloc_sealed_zero_tail),
+        cmocka_unit_test(test_prealloc_nonlast_lost_records),
+        cmocka_unit_test(test_prealloc_failure),
+        cmocka_unit_test(test_no_preallocate),
         cmocka_unit_test(test_fsync_failure_stops),
         cmocka_unit_test(test_write_failure_stops),
         cmocka_unit_test(test_fsync_failure_fatal_child),
