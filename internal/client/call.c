@@ -112,6 +112,7 @@ struct call_try {
     bool conn_ok;                 /* the connection may be pooled again */
     bool reused;                  /* the connection came from the pool */
     struct client_endpoint *hint; /* leader hint's endpoint, if any */
+    bool final;                   /* an answer no retry can change */
 };
 
 static void call_attempt(struct trine_client *c, const struct client_req *req,
@@ -144,6 +145,13 @@ static void call_attempt(struct trine_client *c, const struct client_req *req,
     t->replied = true;
     t->rc = client_status_from_wire(h->status);
     t->hint = client_route_hint(c, req->key, req->key_len, &h->leader_hint);
+    /* UNAVAILABLE from the partition's leader itself (it names itself as the
+     * leader) is its refusal of an `all` write with a replica down: nothing
+     * was written and retrying here cannot help before the replica is back.
+     * UNAVAILABLE naming no leader (its primary is down) is worth a retry. */
+    t->final = call_action_of(-t->rc) == ACT_FINAL ||
+               (t->rc == -TRINE_EUNAVAILABLE && h->leader_hint.node_id != 0 &&
+                h->leader_hint.node_id == h->served_by);
     if (t->rc != 0) {
         const char *name = status_name(t->rc);
         if (h->message.len > 0)
@@ -154,7 +162,7 @@ static void call_attempt(struct trine_client *c, const struct client_req *req,
             err_set(err, t->rc, "%s (node %llu at %s): %s", name, (unsigned long long)h->served_by,
                     ep->addr, status_message(t->rc));
     }
-    if (call_action_of(-t->rc) == ACT_FINAL) {
+    if (t->final) {
         call_fill_result(res, h);
         if (req->on_reply != NULL && rep.type != CODEC_MSG_ERROR_REPLY) {
             int rc = req->on_reply(req->arg, &rep);
@@ -218,7 +226,7 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
         call_attempt(c, req, ep, &frame, hdr->req_id, deadline_ns, &t, res, &last_err);
         last = t.rc;
         last_replied = t.replied;
-        if (t.rc == 0 || (t.replied && call_action_of(-t.rc) == ACT_FINAL)) {
+        if (t.rc == 0 || (t.replied && t.final)) {
             buf_free(&frame);
             if (t.rc != 0) err_set(err, t.rc, "%s", last_err.msg);
             return t.rc;
