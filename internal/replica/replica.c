@@ -364,7 +364,10 @@ static void collect_store(struct replica *r, struct metrics_sink *k)
         uint64_t v;
     } cs[] = {
         {"trine_store_applied_ops_total", "Operations applied to the store.", st.applied_ops},
-        {"trine_store_apply_batches_total", "leveldb write batches applied.", st.batches},
+        {"trine_store_apply_batches_total", "Partition batches applied (store_apply calls).",
+         st.batches},
+        {"trine_store_leveldb_writes_total",
+         "leveldb writes for them (one per replica round: partitions share it).", st.writes},
         {"trine_store_duplicates_total", "Writes recognised as retries at apply (dedupe).",
          st.duplicates},
         {"trine_store_cache_hits_total", "Key metadata and dedupe lookups served from memory.",
