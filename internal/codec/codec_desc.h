@@ -103,6 +103,17 @@ static inline void codec_store_ptr(uint8_t *base, uint32_t off, void *p)
 {
     memcpy(base + off, &p, sizeof(p));
 }
+/* A field an older sender did not send: zero, empty string/bytes, empty array. */
+static inline void codec_field_zero(uint8_t *base, const struct codec_field_desc *f)
+{
+    if (f->is_array) {
+        uint32_t zero = 0;
+        codec_store_ptr(base, f->offset, NULL);
+        memcpy(base + f->count_offset, &zero, sizeof(zero));
+    } else {
+        memset(base + f->offset, 0, f->elem_size);
+    }
+}
 static inline uint32_t codec_load_count(const uint8_t *base, uint32_t off)
 {
     uint32_t n;

@@ -314,16 +314,8 @@ static int dec_fields(struct dec *d, const struct codec_struct_desc *sd, uint8_t
             f->is_array ? dec_array(d, f, base, depth) : dec_value(d, f, base + f->offset, depth);
         if (rc) return rc;
     }
-    for (; i < sd->nfields; i++) { /* unknown to the sender: zero / empty */
-        const struct codec_field_desc *f = &sd->fields[i];
-        if (f->is_array) {
-            uint32_t zero = 0;
-            codec_store_ptr(base, f->offset, NULL);
-            memcpy(base + f->count_offset, &zero, sizeof(zero));
-        } else {
-            memset(base + f->offset, 0, f->elem_size);
-        }
-    }
+    for (; i < sd->nfields; i++) /* unknown to the sender: zero / empty */
+        codec_field_zero(base, &sd->fields[i]);
     d->sname = sd->name;
     return 0;
 }

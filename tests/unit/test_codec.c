@@ -846,13 +846,7 @@ static void zero_tail(const struct codec_struct_desc *sd, uint8_t *base,
     for (uint32_t i = 0; i < sd->nfields; i++) {
         const struct codec_field_desc *f = &sd->fields[i];
         if (sd == target && i >= keep) {
-            if (f->is_array) {
-                uint32_t zero = 0;
-                codec_store_ptr(base, f->offset, NULL);
-                memcpy(base + f->count_offset, &zero, sizeof(zero));
-            } else {
-                memset(base + f->offset, 0, f->elem_size);
-            }
+            codec_field_zero(base, f);
         } else if (f->kind == CODEC_K_STRUCT && !f->is_array) {
             zero_tail(f->sub, base + f->offset, target, keep);
         } else if (f->kind == CODEC_K_STRUCT) {
