@@ -69,6 +69,36 @@ wait_healthy() { # up to 10 s for every node's /health
     done
 }
 
+# Up to 20 s until the cluster is ready for `all` writes: every node connected to
+# every peer, every partition led, each leader hearing all its replicas and
+# standing on its preferred node (so a first command meets no hand-over).
+wait_ready() {
+    python3 - "$n" "$port" <<'PY' || echo "cluster.sh: not every partition settled within 20 s (the cluster works; first requests may be retried)" >&2
+import json, sys, time, urllib.request
+n, port = int(sys.argv[1]), int(sys.argv[2])
+deadline = time.time() + 20
+while time.time() < deadline:
+    ok = True
+    try:
+        for i in range(n):
+            st = json.load(urllib.request.urlopen("http://127.0.0.1:%d/status" % (port + 100 + i), timeout=1))
+            if not all(p.get("up") for p in st.get("peers", [])):
+                ok = False
+            for part in st.get("partitions", []):
+                if not part.get("leader"):
+                    ok = False
+                if part.get("role") == "leader" and (part.get("leader") != part.get("preferred")
+                                                     or not all(p.get("active") for p in part.get("peers", []))):
+                    ok = False
+    except Exception:
+        ok = False
+    if ok:
+        sys.exit(0)
+    time.sleep(0.2)
+sys.exit(1)
+PY
+}
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 # --dir DIR may follow any verb (and TRINE_CLUSTER_DIR sets it too).
@@ -98,6 +128,7 @@ start)
     EXTRA_FLAGS="${extra[*]:-}"
     for i in $(seq 1 "$n"); do start_node "$i"; done
     wait_healthy
+    wait_ready
     echo
     echo "Cluster of $n nodes is up. In this shell:"
     echo "  eval \"\$(scripts/cluster.sh env)\""

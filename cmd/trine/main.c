@@ -292,7 +292,9 @@ static int print_write(struct cli *c, const char *key, const struct trine_result
         return CLI_EXIT_OK;
     }
     printf("OK revision=%" PRIu64, r->revision);
-    if (version) printf(" version=%" PRIu64, r->version);
+    /* A fast write is acknowledged before it is applied: no version is known yet. */
+    if (version && !(r->version == 0 && r->consistency == TRINE_CONSISTENCY_FAST))
+        printf(" version=%" PRIu64, r->version);
     printf(" ");
     cli_text_meta(stdout, r, true);
     printf("\n");
