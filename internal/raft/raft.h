@@ -42,7 +42,12 @@
  *   3. Make all of that durable (fsync), together with every earlier update
  *      of this group. Term, vote and log are durable BEFORE any message of
  *      this update leaves the node: a vote or an append acknowledgement is a
- *      promise that survives a crash.
+ *      promise that survives a crash. One exception is allowed: a LEADER's
+ *      RAFT_MSG_APPEND and RAFT_MSG_HEARTBEAT may leave before its new
+ *      entries are durable, once its hard state is (dissertation 10.2.1):
+ *      they promise nothing about the leader's disk, the core counts the
+ *      leader's own match only from raft_persisted(), and step 6 never hands
+ *      out an entry above the durable index.
  *   4. Send u.msgs. Messages may be dropped, duplicated or reordered by the
  *      network; the core tolerates that. A RAFT_MSG_SNAPSHOT must carry the
  *      state-machine snapshot whose metadata is msg.snapshot.

@@ -8,7 +8,9 @@
  *      per-peer batches (update pointers are borrowed); committed entries
  *      applied to the store in one batch; ReadIndex answers noted;
  *      leader_durable_index acknowledges fast writes;
- *   2. ONE wal_submit for all the round's records; the round (its encoded
+ *   2. ONE wal_submit for all the round's records; a leader's appends and
+ *      heartbeats (hard state durable) are sent first, in parallel with the
+ *      fsync (raft.h step 3's exception); the round (its other encoded
  *      frames, its raft_persisted reports, WAL releases, snapshot streams to
  *      start) waits in a FIFO for that submission's fsync;
  *   3. the WAL's sync thread completes submissions in order and only bumps
