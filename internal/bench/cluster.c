@@ -237,9 +237,9 @@ static void report(const struct bench_cluster_opts *o, struct worker *w, uint32_
         printf("}}\n");
         return;
     }
-    printf("%-8s %-7s %7s %8s %12s %9s %9s %9s %9s %8s\n", "workload", "level", "clients",
+    printf("%-12s %-7s %7s %8s %12s %9s %9s %9s %9s %8s\n", "workload", "level", "clients",
            "pipeline", "ops/s", "p50_us", "p99_us", "p999_us", "max_us", "errors");
-    printf("%-8s %-7s %7u %8u %12.0f %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64
+    printf("%-12s %-7s %7u %8u %12.0f %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64
            "\n",
            o->workload, level, o->clients, o->pipeline, ops_s, p50, p99, p999,
            all.count ? all.max : 0, nerr);
