@@ -7,7 +7,9 @@
  * records and the partition meta (applied index + term) join the same batch,
  * which is written with sync off. Only after the write succeeded do the
  * in-memory applied index and the caches change, so a failed write leaves
- * the store exactly as before the call.
+ * the store exactly as before the call. Deferred (store_set_deferred): the
+ * batch stays in wb for store_flush() and the in-memory state changes at
+ * once; a failure then fails the store (store.h).
  *
  * Semantics (everything is a function of the op and the replicated state, so
  * replicas agree; time comes from op->now_ms, stamped by the primary):
@@ -24,7 +26,6 @@
  */
 #include "store/store_int.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #include "base/assert.h"
@@ -248,13 +249,13 @@ int store_apply(struct store *s, uint32_t partition, const struct store_op *ops,
     TRINE_ASSERT(n == 0 || (ops != NULL && results != NULL));
     struct store_part *p;
     int rc = store_part_get(s, partition, &p);
-    if (rc == 0 && (p->in_batch || s->failed)) rc = store_flush(s); /* it reads its own state */
+    if (rc == 0 && (store_in_batch(s, p) || s->failed))
+        rc = store_flush(s); /* reads its own state */
     if (rc) return rc;
     rc = store_filter_step(s, p);
     if (rc == 0) rc = hash_batch(s, p, ops, n);
     if (rc) return rc;
     const uint64_t *hashes = (const uint64_t *)s->hashes.data;
-    if (s->n_batch == 0) leveldb_writebatch_clear(s->wb); /* else it holds other partitions' */
     store_state_reset(s);
     p->dedupe_gc_new = UINT64_MAX;
     uint64_t applied = p->applied_index, term = p->applied_term, due = p->dedupe_gc_due;
@@ -283,27 +284,9 @@ int store_apply(struct store *s, uint32_t partition, const struct store_op *ops,
     store_meta_encode(meta, p->gen, applied, term);
     leveldb_writebatch_put(s->wb, (const char *)s->kbuf.data, s->kbuf.len, (const char *)meta,
                            sizeof(meta));
-    if (s->deferred) {
-        if (s->n_batch == s->cap_batch) {
-            uint32_t cap = s->cap_batch ? 2 * s->cap_batch : 64;
-            struct store_part **nb = realloc(s->batch, cap * sizeof(struct store_part *));
-            if (!nb) {
-                rc = err_set(&s->err, -TRINE_ENOMEM, "apply batch");
-                goto fail;
-            }
-            s->batch = nb;
-            s->cap_batch = cap;
-        }
-        s->batch[s->n_batch++] = p;
-        p->in_batch = true;
-    } else {
-        char *e = NULL;
-        leveldb_write(s->db, s->wo, s->wb, &e);
-        rc = store_ldb_status(&s->err, &e, "apply");
-        if (rc) goto fail;
-        leveldb_writebatch_clear(s->wb);
-        s->stats.writes++;
-    }
+    s->n_batch++;
+    p->batch_epoch = s->batch_epoch;
+    if (!s->deferred && (rc = store_flush(s)) != 0) goto fail; /* else written at store_flush */
     p->applied_index = applied;
     p->applied_term = term;
     p->dedupe_gc_due = due < p->dedupe_gc_new ? due : p->dedupe_gc_new;
@@ -313,13 +296,7 @@ int store_apply(struct store *s, uint32_t partition, const struct store_op *ops,
     return 0;
 fail:
     store_state_reset(s);
-    leveldb_writebatch_clear(s->wb);
-    if (s->n_batch) {
-        /* Other partitions' applies were in it: they are lost with it. */
-        for (uint32_t i = 0; i < s->n_batch; i++)
-            s->batch[i]->in_batch = false;
-        s->n_batch = 0;
-        s->failed = rc;
-    }
+    if (s->n_batch) s->failed = rc; /* deferred applies of other partitions go with it */
+    store_batch_reset(s);
     return rc;
 }

@@ -185,8 +185,15 @@ int store_part_get(struct store *s, uint32_t id, struct store_part **out)
 int store_part_read(struct store *s, uint32_t id, struct store_part **out)
 {
     int rc = store_part_get(s, id, out);
-    if (rc == 0 && (*out)->in_batch) rc = store_flush(s);
+    if (rc == 0 && store_in_batch(s, *out)) rc = store_flush(s);
     return rc;
+}
+
+void store_batch_reset(struct store *s)
+{
+    leveldb_writebatch_clear(s->wb);
+    s->n_batch = 0;
+    s->batch_epoch++;
 }
 
 void store_set_deferred(struct store *s, bool on)
@@ -200,12 +207,11 @@ int store_flush(struct store *s)
     if (s->n_batch == 0) return 0;
     char *e = NULL;
     leveldb_write(s->db, s->wo, s->wb, &e);
-    leveldb_writebatch_clear(s->wb);
-    for (uint32_t i = 0; i < s->n_batch; i++)
-        s->batch[i]->in_batch = false;
-    s->n_batch = 0;
-    int rc = store_ldb_status(&s->err, &e, "apply (deferred batch)");
-    if (rc) s->failed = rc;
+    store_batch_reset(s);
+    int rc = store_ldb_status(&s->err, &e, "apply");
+    /* Deferred applies already changed the in-memory state: losing them
+     * fails the store for good. */
+    if (rc && s->deferred) s->failed = rc;
     s->stats.writes++;
     return rc;
 }
@@ -371,7 +377,8 @@ int store_open(const char *dir, const struct store_options *opt, struct store **
     buf_init(&s->vbuf);
     buf_init(&s->hashes);
     buf_init(&s->ov.arena);
-    s->ov.epoch = 1; /* slot words are zeroed: epoch 0 would look used */
+    s->ov.epoch = 1;    /* slot words are zeroed: epoch 0 would look used */
+    s->batch_epoch = 1; /* a partition's 0 never matches */
     atomic_init(&s->snapshots_open, 0);
 
     s->ldb_opts = leveldb_options_create();
@@ -420,7 +427,6 @@ void store_close(struct store *s)
     TRINE_ASSERT(atomic_load(&s->snapshots_open) == 0);
     if (s->n_batch && !s->failed && store_flush(s))
         log_error("store", "close: the deferred batch was not written: %s", s->err.msg);
-    free(s->batch);
     for (uint32_t i = 0; i < s->nparts; i++) {
         if (s->parts[i] == NULL) continue;
         if (s->parts[i]->install) store_install_drop(s->parts[i]->install);

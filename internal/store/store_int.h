@@ -105,7 +105,7 @@ struct store_part {
     uint64_t dedupe_gc_new;
     struct store_install *install; /* in progress, or NULL */
     struct store_filter filter;
-    bool in_batch; /* applied into the pending (deferred) batch, not yet written */
+    uint64_t batch_epoch; /* == store.batch_epoch: applied into the pending batch */
 };
 
 /* Bounded set-associative cache of committed per-key state (cache.c). */
@@ -155,11 +155,12 @@ struct store {
     char *get_val;                /* leveldb-owned, borrowed by the last store_get */
     atomic_int snapshots_open;
     struct store_stats stats;
-    /* Deferred writes (store_set_deferred): partitions whose applies wait in wb. */
+    /* The batch of applies waiting in wb (store_set_deferred): n_batch applies;
+     * a partition is in it while its batch_epoch equals this one. */
     bool deferred;
     int failed; /* a deferred batch was lost: every later flush fails */
-    struct store_part **batch;
-    uint32_t n_batch, cap_batch;
+    uint32_t n_batch;
+    uint64_t batch_epoch;
     struct trine_err err;
 };
 
@@ -173,6 +174,12 @@ int store_ldb_status(struct trine_err *err, char **errptr, const char *what);
 /* store_part_get, then flush the deferred batch if it holds that partition:
  * for every read of a partition's state outside store_apply. */
 int store_part_read(struct store *s, uint32_t id, struct store_part **out);
+static inline bool store_in_batch(const struct store *s, const struct store_part *p)
+{
+    return s->n_batch > 0 && p->batch_epoch == s->batch_epoch;
+}
+/* Empties wb and starts a new batch epoch. */
+void store_batch_reset(struct store *s);
 /* Loads (once) the partition's in-memory state from its meta record. */
 int store_part_get(struct store *s, uint32_t id, struct store_part **out);
 void store_meta_encode(uint8_t out[STORE_META_LEN], uint32_t gen, uint64_t applied_index,
