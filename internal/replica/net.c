@@ -64,19 +64,17 @@ static const uint8_t from_codec[] = {
 
 static struct peer_out *peer_out(struct replica *r, uint64_t to, bool now)
 {
-    struct peer_out **outs = now ? &r->outs_now : &r->outs;
-    uint32_t *n_outs = now ? &r->n_outs_now : &r->n_outs;
-    uint32_t *cap_outs = now ? &r->cap_outs_now : &r->cap_outs;
-    for (uint32_t i = 0; i < *n_outs; i++)
-        if ((*outs)[i].to == to) return &(*outs)[i];
-    if (*n_outs == *cap_outs) {
-        uint32_t cap = *cap_outs ? *cap_outs * 2 : 8;
-        struct peer_out *n = realloc(*outs, cap * sizeof(*n));
+    struct peer_outs *set = &r->outs[now ? OUT_NOW : OUT_HELD];
+    for (uint32_t i = 0; i < set->n; i++)
+        if (set->v[i].to == to) return &set->v[i];
+    if (set->n == set->cap) {
+        uint32_t cap = set->cap ? set->cap * 2 : 8;
+        struct peer_out *n = realloc(set->v, cap * sizeof(*n));
         if (!n) return NULL;
-        *outs = n;
-        *cap_outs = cap;
+        set->v = n;
+        set->cap = cap;
     }
-    struct peer_out *po = &(*outs)[(*n_outs)++];
+    struct peer_out *po = &set->v[set->n++];
     memset(po, 0, sizeof(*po));
     po->to = to;
     return po;
@@ -162,10 +160,10 @@ int net_queue_msg(struct replica *r, struct group *g, const struct raft_msg *m, 
 
 int net_flush_outs(struct replica *r)
 {
-    for (uint32_t i = 0; i < r->n_outs_now; i++)
-        (void)flush_peer(r, &r->outs_now[i], true);
-    for (uint32_t i = 0; i < r->n_outs; i++) {
-        int rc = flush_peer(r, &r->outs[i], false);
+    for (uint32_t i = 0; i < r->outs[OUT_NOW].n; i++)
+        (void)flush_peer(r, &r->outs[OUT_NOW].v[i], true);
+    for (uint32_t i = 0; i < r->outs[OUT_HELD].n; i++) {
+        int rc = flush_peer(r, &r->outs[OUT_HELD].v[i], false);
         if (rc < 0) return rc;
     }
     return 0;

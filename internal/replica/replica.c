@@ -682,12 +682,11 @@ void replica_close(struct replica *r)
     }
     if (r->store) store_close(r->store);
     if (r->rollback_fd >= 0) close(r->rollback_fd);
-    for (uint32_t i = 0; i < r->n_outs; i++)
-        free(r->outs[i].msgs);
-    free(r->outs);
-    for (uint32_t i = 0; i < r->n_outs_now; i++)
-        free(r->outs_now[i].msgs);
-    free(r->outs_now);
+    for (int k = OUT_HELD; k <= OUT_NOW; k++) {
+        for (uint32_t i = 0; i < r->outs[k].n; i++)
+            free(r->outs[k].v[i].msgs);
+        free(r->outs[k].v);
+    }
     free(r->recs);
     arena_free(&r->arena);
     codec_scratch_free(r->scratch);

@@ -215,6 +215,12 @@ struct peer_out {
     uint64_t bytes;
 };
 
+struct peer_outs {
+    struct peer_out *v;
+    uint32_t n, cap;
+};
+enum { OUT_HELD, OUT_NOW };
+
 struct persist_note {
     struct group *g;
     uint64_t index, term;
@@ -260,10 +266,9 @@ struct replica {
     struct arena arena;
     struct wal_record *recs;
     uint32_t n_recs, cap_recs;
-    struct peer_out *outs; /* held until the round's fsync */
-    uint32_t n_outs, cap_outs;
-    struct peer_out *outs_now; /* leader appends/heartbeats: sent at the end of the round */
-    uint32_t n_outs_now, cap_outs_now;
+    /* Per-peer batches: OUT_HELD wait for the round's fsync; OUT_NOW (a leader's
+     * appends and heartbeats) are sent at the end of the round. */
+    struct peer_outs outs[2];
     struct round *cur;
     struct round *rounds_head, *rounds_tail; /* waiting for their fsync */
     uint64_t submitted_seq;
