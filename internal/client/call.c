@@ -50,6 +50,19 @@ static enum call_action call_action_of(int code)
     return ACT_FINAL;
 }
 
+/* The action for a reply: the table, except that UNAVAILABLE from the
+ * partition's leader itself (it names itself as the leader) is its refusal
+ * of an `all` write with a replica down, final: nothing was written and a
+ * retry cannot help before the replica is back. UNAVAILABLE naming no leader
+ * (its primary is down) is worth a retry. */
+static enum call_action call_reply_action(int rc, const struct codec_rep_header *h)
+{
+    if (rc == -TRINE_EUNAVAILABLE && h->leader_hint.node_id != 0 &&
+        h->leader_hint.node_id == h->served_by)
+        return ACT_FINAL;
+    return call_action_of(-rc);
+}
+
 int client_status_from_wire(unsigned status)
 {
     /* Unknown codes are INTERNAL (docs/protocol.md); local codes never travel. */
@@ -112,7 +125,7 @@ struct call_try {
     bool conn_ok;                 /* the connection may be pooled again */
     bool reused;                  /* the connection came from the pool */
     struct client_endpoint *hint; /* leader hint's endpoint, if any */
-    bool final;                   /* an answer no retry can change */
+    enum call_action act;         /* for a reply */
 };
 
 static void call_attempt(struct trine_client *c, const struct client_req *req,
@@ -145,13 +158,7 @@ static void call_attempt(struct trine_client *c, const struct client_req *req,
     t->replied = true;
     t->rc = client_status_from_wire(h->status);
     t->hint = client_route_hint(c, req->key, req->key_len, &h->leader_hint);
-    /* UNAVAILABLE from the partition's leader itself (it names itself as the
-     * leader) is its refusal of an `all` write with a replica down: nothing
-     * was written and retrying here cannot help before the replica is back.
-     * UNAVAILABLE naming no leader (its primary is down) is worth a retry. */
-    t->final = call_action_of(-t->rc) == ACT_FINAL ||
-               (t->rc == -TRINE_EUNAVAILABLE && h->leader_hint.node_id != 0 &&
-                h->leader_hint.node_id == h->served_by);
+    t->act = call_reply_action(t->rc, h);
     if (t->rc != 0) {
         const char *name = status_name(t->rc);
         if (h->message.len > 0)
@@ -162,7 +169,7 @@ static void call_attempt(struct trine_client *c, const struct client_req *req,
             err_set(err, t->rc, "%s (node %llu at %s): %s", name, (unsigned long long)h->served_by,
                     ep->addr, status_message(t->rc));
     }
-    if (t->final) {
+    if (t->act == ACT_FINAL) {
         call_fill_result(res, h);
         if (req->on_reply != NULL && rep.type != CODEC_MSG_ERROR_REPLY) {
             int rc = req->on_reply(req->arg, &rep);
@@ -226,7 +233,7 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
         call_attempt(c, req, ep, &frame, hdr->req_id, deadline_ns, &t, res, &last_err);
         last = t.rc;
         last_replied = t.replied;
-        if (t.rc == 0 || (t.replied && t.final)) {
+        if (t.rc == 0 || (t.replied && t.act == ACT_FINAL)) {
             buf_free(&frame);
             if (t.rc != 0) err_set(err, t.rc, "%s", last_err.msg);
             return t.rc;
@@ -247,7 +254,7 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
             call_backoff(c, backoffs++, deadline_ns);
             continue;
         }
-        enum call_action act = call_action_of(-t.rc);
+        enum call_action act = t.act;
         if (act == ACT_UNCERTAIN && req->write) uncertain = true;
         if (act == ACT_REDIRECT) {
             if (t.hint != NULL && t.hint != ep && hops < CLIENT_HINT_HOPS_MAX) {
