@@ -244,18 +244,17 @@ static void on_frame(void *ctx, struct transport_conn *conn, const uint8_t *body
 }
 
 /* A refused node redials at once: log its refusal at most every 10 s, with the count of
- * those not logged (left in s->refused_note for the caller's message). */
-static bool server_hello_log_allowed(struct server *s)
+ * those not logged (written into note for the caller's message). */
+static bool server_hello_log_allowed(struct server *s, char *note, size_t n)
 {
     uint64_t now = clock_mono_ns();
     if (s->hello_refused_log_ns && now - s->hello_refused_log_ns < 10000000000ull) {
         s->hello_refused_quiet++;
         return false;
     }
-    s->refused_note[0] = 0;
+    note[0] = 0;
     if (s->hello_refused_quiet)
-        snprintf(s->refused_note, sizeof(s->refused_note), " (%u more refusals not logged)",
-                 s->hello_refused_quiet);
+        snprintf(note, n, " (%u more refusals not logged)", s->hello_refused_quiet);
     s->hello_refused_log_ns = now;
     s->hello_refused_quiet = 0;
     return true;
@@ -279,17 +278,18 @@ static void server_hello_check(struct server *s, struct transport_conn *conn, co
     const struct transport_identity *id = transport_conn_identity(conn);
     int rc = codec_decode(body, len, &s->lim, s->scratch, &m, &err);
     struct conn_state *cs = transport_conn_data(conn);
+    char note[64];
     if (rc == 0 && m.hello.partitions != s->cfg->partitions) {
-        if (server_hello_log_allowed(s))
+        if (server_hello_log_allowed(s, note, sizeof(note)))
             log_error("server",
                       "node %u runs with %u partitions, this node with %u: refusing it (the "
                       "partition count is fixed when a cluster is created)%s",
-                      id->node_id, m.hello.partitions, s->cfg->partitions, s->refused_note);
+                      id->node_id, m.hello.partitions, s->cfg->partitions, note);
         server_refuse_conn(s, conn, cs);
     } else if (rc == 0 && m.hello.node_id != id->node_id) {
-        if (server_hello_log_allowed(s))
+        if (server_hello_log_allowed(s, note, sizeof(note)))
             log_error("server", "node %u's hello claims id %llu: refusing it%s", id->node_id,
-                      (unsigned long long)m.hello.node_id, s->refused_note);
+                      (unsigned long long)m.hello.node_id, note);
         server_refuse_conn(s, conn, cs);
     } else if (rc) {
         log_warn("server", "bad hello from node %u: %s", id->node_id, err.msg);

@@ -104,8 +104,7 @@ struct server {
     struct conn_state *conns;      /* every accepted connection's state */
     uint64_t hello_refused_log_ns; /* last "refusing it" log line (rate limit) */
     uint32_t hello_refused_quiet;  /* refusals not logged since */
-    char refused_note[64];
-    volatile int stop_requested; /* set by signals / server_stop */
+    volatile int stop_requested;   /* set by signals / server_stop */
     bool stopping;
     uint64_t stop_deadline_ns;
     int exit_rc;
