@@ -132,12 +132,7 @@ static int wal_batch_write(struct wal *w, struct wal_batch *b)
             return rc;
         }
         /* Sealed: only its records stay (its last fdatasync was the previous batch's). */
-        rc = w->fs->ftruncate(w->fs->ctx, old->fd, old->size);
-        if (rc < 0) {
-            wal_seg_path(w, old->seq, "", path, sizeof(path));
-            log_warn("wal", "truncating %s to its %llu bytes of records: %s; its zero tail stays",
-                     path, (unsigned long long)old->size, strerror(-rc));
-        }
+        wal_seg_trim(w, old);
         /* The old active segment may be fully released already: look again
          * after this batch, even if no wal_release comes. */
         pthread_mutex_lock(&w->idx_mu);

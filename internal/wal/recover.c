@@ -70,11 +70,10 @@ struct wal_bad {
     bool set;
     bool header; /* the segment header itself is bad */
     bool benign; /* header cut short or zeroed (torn creation) */
+    bool chain;  /* the header does not continue the previous segment's chain */
     uint64_t off;
     char why[192];
 };
-
-#define WAL_WHY_HDR_CHAIN "chain broken at the segment header"
 
 struct wal_seqs {
     uint64_t *v;
@@ -165,8 +164,8 @@ static int wal_scan_segment(struct wal *w, struct wal_seg *s, uint64_t size, uin
         bad->set = bad->header = true;
     } else if (ch->known &&
                (h.salt != ch->salt || h.start_crc != ch->crc || h.start_batch != ch->batch)) {
-        wal_mark_bad(bad, 0, WAL_WHY_HDR_CHAIN);
-        bad->header = true;
+        wal_mark_bad(bad, 0, "chain broken at the segment header");
+        bad->header = bad->chain = true;
     } else if (!ch->known) {
         *ch = (struct wal_chain){
             .known = true, .salt = h.salt, .crc = h.start_crc, .batch = h.start_batch};
@@ -319,19 +318,6 @@ static int wal_drop_last(struct wal *w, const char *path)
 /* Cuts the zero tail off a non-last segment (the truncate of its roll did not
  * reach the disk). Not synced, and a failure is only logged: the next open
  * finds the same zeros and accepts them again. */
-static void wal_trim(struct wal *w, const struct wal_seg *s)
-{
-    char path[WAL_PATH_MAX];
-    wal_seg_path(w, s->seq, "", path, sizeof(path));
-    int rc = w->fs->ftruncate(w->fs->ctx, s->fd, s->size);
-    if (rc < 0)
-        log_warn("wal", "truncating %s to its %llu bytes of records: %s; its zero tail stays", path,
-                 (unsigned long long)s->size, strerror(-rc));
-    else
-        log_debug("wal", "%s: preallocated space after offset %llu removed", path,
-                  (unsigned long long)s->size);
-}
-
 static int wal_sync_or_err(struct wal *w, int fd, const char *path, struct trine_err *err)
 {
     int rc = w->opt.sync_off ? 0
@@ -473,7 +459,7 @@ int wal_recover(struct wal *w, struct wal_recovery *rep, struct trine_err *err)
         prev_seq = l.v[i];
         if (trim != NULL && !(bad.set && bad.header)) {
             /* This header continues the chain: nothing was lost before the zeros. */
-            wal_trim(w, trim);
+            wal_seg_trim(w, trim);
             trim = NULL;
         }
         uint64_t z = size;
@@ -492,7 +478,7 @@ int wal_recover(struct wal *w, struct wal_recovery *rep, struct trine_err *err)
             continue; /* s->size = bad.off already */
         }
         if (bad.set) {
-            if (trim != NULL && strcmp(bad.why, WAL_WHY_HDR_CHAIN) == 0) {
+            if (trim != NULL && bad.chain) {
                 size_t k = strlen(bad.why);
                 snprintf(bad.why + k, sizeof(bad.why) - k,
                          " (records of segment %llu before its zero tail at offset %llu are "

@@ -130,6 +130,19 @@ void wal_seg_preallocate(struct wal *w, int fd, const char *path)
     w->prealloc_warned = true;
 }
 
+void wal_seg_trim(struct wal *w, const struct wal_seg *s)
+{
+    char path[WAL_PATH_MAX];
+    wal_seg_path(w, s->seq, "", path, sizeof(path));
+    int rc = w->fs->ftruncate(w->fs->ctx, s->fd, s->size);
+    if (rc < 0)
+        log_warn("wal", "truncating %s to its %llu bytes of records: %s; its zero tail stays", path,
+                 (unsigned long long)s->size, strerror(-rc));
+    else
+        log_debug("wal", "%s: preallocated space after offset %llu removed", path,
+                  (unsigned long long)s->size);
+}
+
 int wal_seg_create(struct wal *w, uint64_t seq, char *msg, size_t msgn)
 {
     char tmp[WAL_PATH_MAX], path[WAL_PATH_MAX];

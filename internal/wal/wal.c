@@ -253,9 +253,7 @@ static uint32_t wal_new_salt(void)
 static void wal_prealloc_recovered(struct wal *w)
 {
     uint64_t size = 0;
-    if (w->opt.no_preallocate || w->fs->preallocate == NULL ||
-        w->fs->size(w->fs->ctx, w->active->fd, &size) < 0 || size >= w->opt.segment_bytes)
-        return;
+    if (w->fs->size(w->fs->ctx, w->active->fd, &size) < 0 || size >= w->opt.segment_bytes) return;
     char path[WAL_PATH_MAX];
     wal_seg_path(w, w->active->seq, "", path, sizeof(path));
     wal_seg_preallocate(w, w->active->fd, path);

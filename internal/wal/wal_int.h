@@ -236,6 +236,9 @@ int wal_seg_create(struct wal *w, uint64_t seq, char *msg, size_t msgn);
  * unless opts.no_preallocate or the fs cannot. A failure is not fatal: logged
  * once per open, the segment then grows by its appends as without it. */
 void wal_seg_preallocate(struct wal *w, int fd, const char *path);
+/* Cuts a sealed segment's file to its records (s->size): its preallocated
+ * zeros go; a failure only logs (recovery accepts a zero tail). */
+void wal_seg_trim(struct wal *w, const struct wal_seg *s);
 /* Stops the log: stop hook, failed flag. msg names the file. */
 void wal_fail(struct wal *w, const char *msg);
 void wal_req_complete(struct wal_req *r, int status);
