@@ -143,11 +143,6 @@ static int register_metrics(struct replica *r, struct trine_err *err)
          "Peer messages for partitions or nodes not hosted here."},
         {&r->m_bad, "trine_replica_bad_frames_total", "Malformed peer frames."},
         {&r->m_compactions, "trine_replica_compactions_total", "Log compactions."},
-        {&r->m_batches, "trine_wal_batches_total",
-         "WAL group commits (one pwritev, and one fdatasync unless --fsync off)."},
-        {&r->m_records, "trine_wal_records_total", "WAL records written."},
-        {&r->m_wal_bytes, "trine_wal_bytes_total", "WAL bytes written, headers included."},
-        {&r->m_fsyncs, "trine_wal_fsyncs_total", "WAL fdatasync calls."},
     };
     for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
         *cs[i].slot = metrics_counter(m, cs[i].name, cs[i].help, NULL, err);
@@ -173,19 +168,14 @@ static int register_metrics(struct replica *r, struct trine_err *err)
     return 0;
 }
 
-/* The WAL's sync thread, after each group commit: lock-free metric updates only. */
+/* The WAL's sync thread, after each group commit: lock-free histogram updates
+ * only (the WAL counts batches, records, bytes and fsyncs itself: collect_wal). */
 static void rep_wal_batch(void *ctx, const struct wal_batch_info *b)
 {
     struct replica *r = ctx;
-    metric_inc(r->m_batches);
-    metric_add(r->m_records, b->records);
-    metric_add(r->m_wal_bytes, b->bytes);
     metric_observe(r->m_batch_records, (double)b->records);
     metric_observe(r->m_batch_bytes, (double)b->bytes);
-    if (b->synced) {
-        metric_inc(r->m_fsyncs);
-        metric_observe(r->m_fsync_seconds, (double)b->fsync_ns / 1e9);
-    }
+    if (b->synced) metric_observe(r->m_fsync_seconds, (double)b->fsync_ns / 1e9);
 }
 
 /* ---- replication lag ---------------------------------------------------------------------
@@ -338,20 +328,33 @@ static void collect_wal(struct replica *r, struct metrics_sink *k)
     struct wal_stats *w = malloc(sizeof(*w)); /* three histograms: too big for the stack */
     if (!w) return;
     wal_stats(r->wal, w);
-    metrics_emit_family(k, "trine_wal_appends_total", METRICS_COUNTER,
-                        "WAL submissions (one per replica round with records).");
-    emit_u64(k, NULL, w->appends);
-    metrics_emit_family(k, "trine_wal_segments", METRICS_GAUGE, "WAL segment files now.");
-    emit_u64(k, NULL, w->segments);
-    metrics_emit_family(k, "trine_wal_segments_created_total", METRICS_COUNTER,
-                        "WAL segment files created.");
-    emit_u64(k, NULL, w->segments_created);
-    metrics_emit_family(k, "trine_wal_segments_deleted_total", METRICS_COUNTER,
-                        "WAL segment files deleted after the store synced past them.");
-    emit_u64(k, NULL, w->segments_deleted);
-    metrics_emit_family(k, "trine_wal_queue_bytes", METRICS_GAUGE,
-                        "Bytes submitted to the WAL and not yet taken by a group commit.");
-    emit_u64(k, NULL, w->queue_bytes);
+    const struct {
+        const char *name, *help;
+        enum metrics_type type;
+        uint64_t v;
+    } fs[] = {
+        {"trine_wal_appends_total", "WAL submissions (one per replica round with records).",
+         METRICS_COUNTER, w->appends},
+        {"trine_wal_batches_total",
+         "WAL group commits (one pwritev, and one fdatasync unless --fsync off).", METRICS_COUNTER,
+         w->batches},
+        {"trine_wal_records_total", "WAL records written.", METRICS_COUNTER, w->records},
+        {"trine_wal_bytes_total", "WAL bytes written, headers included.", METRICS_COUNTER,
+         w->bytes},
+        {"trine_wal_fsyncs_total", "WAL fdatasync calls.", METRICS_COUNTER, w->fsyncs},
+        {"trine_wal_segments", "WAL segment files now.", METRICS_GAUGE, w->segments},
+        {"trine_wal_segments_created_total", "WAL segment files created.", METRICS_COUNTER,
+         w->segments_created},
+        {"trine_wal_segments_deleted_total",
+         "WAL segment files deleted after the store synced past them.", METRICS_COUNTER,
+         w->segments_deleted},
+        {"trine_wal_queue_bytes", "Bytes submitted to the WAL and not yet taken by a group commit.",
+         METRICS_GAUGE, w->queue_bytes},
+    };
+    for (size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++) {
+        metrics_emit_family(k, fs[i].name, fs[i].type, fs[i].help);
+        emit_u64(k, NULL, fs[i].v);
+    }
     free(w);
 }
 

@@ -308,8 +308,7 @@ struct replica {
     struct metric *m_proposals, *m_applied, *m_rollbacks, *m_rollbacks_uncertain, *m_snap_sent,
         *m_snap_recv, *m_ignored, *m_bad, *m_compactions;
     /* updated on the WAL's sync thread (rep_wal_batch); registered before wal_open */
-    struct metric *m_fsyncs, *m_batches, *m_records, *m_wal_bytes, *m_fsync_seconds,
-        *m_batch_records, *m_batch_bytes;
+    struct metric *m_fsync_seconds, *m_batch_records, *m_batch_bytes;
     bool collector; /* rep_collect registered with cfg.metrics */
 };
 
