@@ -237,7 +237,7 @@ bench-storage: all
 
 # Trine, a 3-member etcd and Redis (appendfsync always) side by side; writes the
 # table into docs/benchmarks.md. BENCH_SECONDS per run (default 10).
-bench-compare: deps
+bench-compare: # the script installs what it needs (deps + etcd, Redis)
 	scripts/bench-compare.sh --seconds $(or $(BENCH_SECONDS),10)
 
 # Sources we format and lint: everything but generated files (they say so on line 1).

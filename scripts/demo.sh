@@ -267,7 +267,7 @@ trine -o json get "$key" >"$tmp/get.json" 2>/dev/null
 value=$(json "$tmp/get.json" "d.get('value')" 2>/dev/null)
 new_primary=$(json "$tmp/get.json" "d['leader'] or d['served_by']" 2>/dev/null)
 check "the value survived" [ "$value" = "written at strong before the failure" ]
-check "a new primary (node $new_primary), not node $victim" [ -n "$new_primary" ] && [ "$new_primary" != "$victim" ]
+check "a new primary (node $new_primary), not node $victim" eval '[ -n "$new_primary" ] && [ "$new_primary" != "$victim" ]'
 note "partition $PART's primary is now node $new_primary"
 show put "$key" "written at strong while node $victim is down"
 check "strong put while a replica is down" [ $rc = 0 ]

@@ -8,13 +8,7 @@ cd "$(dirname "$0")/.."
 port=${TRINE_RUN_PORT:-7001}
 if [ -f run/cluster/cluster.env ]; then scripts/cluster.sh stop >/dev/null 2>&1 || true; fi
 scripts/cluster.sh start -n 3 --port "$port"
-eval "$(scripts/cluster.sh env)"
-
-# Wait (up to 10 s) until every partition has a primary.
-for _ in $(seq 1 50); do
-    if bin/trine --timeout 1000 put trine:hello "world" >/dev/null 2>&1; then break; fi
-    sleep 0.2
-done
+eval "$(scripts/cluster.sh env)" # start waited until every partition is led and settled
 
 echo
 echo "== A tour (every command below works in your shell after the eval line)"
@@ -27,7 +21,6 @@ run bin/trine --consistency strong get "$key"
 run bin/trine --consistency all put "$key" "hello, all"
 run bin/trine cas "$key" 3 "swapped"
 run bin/trine scan greeting:
-sleep 2 # let leadership settle on each partition's preferred primary
 run bin/trine cluster status
 cat <<EOT
 

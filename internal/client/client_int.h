@@ -188,7 +188,6 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
 
 /* Wire status (0 = ok) as a return code; unknown codes become INTERNAL. */
 int client_status_from_wire(unsigned status);
-/* Request header of any client request, NULL otherwise. */
 
 /* ---- client.c ---- */
 

@@ -21,7 +21,7 @@ MAX_FRAME=$((16 << 20))
 LATENCY_MAX_S=5
 case $BUILD in */san) LATENCY_MAX_S=12 ;; esac
 cl_start 3 --max-frame $MAX_FRAME
-wait_for 40 "leaders settle after start" leaders_settled
+settle "leaders settle after start"
 scripts/gen-certs.sh --dir "$CL_DIR/other-ca" --nodes 1 >/dev/null
 
 python3 tests/integration/lib/bad_input.py "$(node_ep 1)" "$(node_http 1)" "$CL_CERTS" \
@@ -36,7 +36,7 @@ v=$(cli get after-bad-input 2>/dev/null) || fail "get after the bad input"
 [ "$v" = fine ] || fail "get after the bad input returned '$v'"
 r=$($TT get "$(node_ep 1)" "$CL_CERTS" after-bad-input strong)
 grep -q '"value": "fine"' <<<"$r" || fail "node 1 does not serve after the bad input: $r"
-wait_for 40 "leaders settle" leaders_settled
+settle "leaders settle"
 say "node 1 log: $(grep -c '"level":"warn"' "$(node_log 1)") warnings, e.g.:"
 grep '"level":"warn"' "$(node_log 1)" | sed 's/.*"msg":"\(.*\)"}$/  \1/' | sort | uniq -c |
     sort -rn | head -n 12

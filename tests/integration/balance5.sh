@@ -50,7 +50,7 @@ node_kill "$victim"
 say "node $victim killed"
 survivors=()
 for i in $(seq 1 "$CL_N"); do [ "$i" = "$victim" ] || survivors+=("$i"); done
-wait_for 40 "leaders elected for node $victim's partitions" leaders_settled "${survivors[@]}"
+settle "leaders elected for node $victim's partitions" "${survivors[@]}"
 say "survivors lead: $($TT roles $(for i in "${survivors[@]}"; do node_http "$i"; done) |
     awk '{printf "%s:%s ", $1, $2}')"
 node_restart "$victim"

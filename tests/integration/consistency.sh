@@ -23,7 +23,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
 cl_start 3
-wait_for 40 "leaders settle after start" leaders_settled
+settle "leaders settle after start"
 
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read())[sys.argv[1]])' "$1"; }
 
@@ -91,7 +91,7 @@ out=$($MC lag "$(node_http $up)" $D 5) || fail "node $up: no follower lag for no
 say "metrics: node $up: $out"
 node_restart $D
 wait_for 20 "node $D healthy after restart" $TT http "$(node_http $D)" /health
-wait_for 40 "leaders settle after restarting node $D" leaders_settled
+settle "leaders settle after restarting node $D"
 cli --consistency all --timeout 10000 put "$fkey" all-back >/dev/null ||
     fail "all put after node $D is back"
 say "all put succeeds again once node $D is back"
@@ -137,7 +137,7 @@ after=$($TT metric "$(node_http "$L")" trine_fast_rollbacks_total)
 say "rollback: $line"
 say "rollback: $(wc -l <"$rb") entries in $rb; trine_fast_rollbacks_total $before -> $after" \
     "(entries node $L appended as primary and lost, whatever their consistency)"
-wait_for 40 "leaders settle after the rollback" leaders_settled
+settle "leaders settle after the rollback"
 for i in 1 2 3; do
     r=$($TT get "$(node_ep "$i")" "$CL_CERTS" "$rkey" strong)
     [ "$(json_field status <<<"$r")" = OK ] && [ "$(json_field value <<<"$r")" != doomed ] ||

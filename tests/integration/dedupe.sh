@@ -8,7 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
 cl_start 3
-wait_for 40 "leaders settle after start" leaders_settled
+settle "leaders settle after start"
 python3 tests/integration/lib/dedupe.py "$CL_DIR" "$CL_PORT" "$CL_N" >"$CL_DIR/dedupe.out" 2>&1 ||
     {
         cat "$CL_DIR/dedupe.out"
@@ -17,7 +17,7 @@ python3 tests/integration/lib/dedupe.py "$CL_DIR" "$CL_PORT" "$CL_N" >"$CL_DIR/d
 grep '^dedupe:' "$CL_DIR/dedupe.out"
 node=$(sed -n 's/^{"restarted": \([0-9]*\)}$/\1/p' "$CL_DIR/dedupe.out")
 wait_for 20 "node $node healthy after restart" $TT http "$(node_http "$node")" /health
-wait_for 40 "leaders settle after restarting node $node" leaders_settled
+settle "leaders settle after restarting node $node"
 ports=()
 for i in $(seq 1 "$CL_N"); do ports+=("$(node_http "$i")"); done
 $TT hash-converged 30 "${ports[@]}" || fail "replicas disagree after the retries"

@@ -28,7 +28,7 @@ DURATION_MS=20000
 NEW_PRIMARY_MAX_MS=3000
 
 cl_start 3
-wait_for 40 "leaders settle after start" leaders_settled
+settle "leaders settle after start"
 
 # The driver, against the static library of the flavour under test.
 san=""
@@ -118,7 +118,7 @@ for round in 1 2; do
     sleep 1
     node_restart "$victim"
     wait_for 20 "node $victim healthy after restart" $TT http "$(node_http "$victim")" /health
-    wait_for 40 "leaders settle after restarting node $victim" leaders_settled
+    settle "leaders settle after restarting node $victim"
     say "round $round: node $victim back, leaders settled"
 done
 
@@ -137,7 +137,7 @@ fi
 # Unacknowledged writes are allowed, but with 8 s of retries nearly all must land.
 [ "$acked" -ge $((COUNT * 95 / 100)) ] || fail "only $acked of $COUNT puts acknowledged"
 
-wait_for 40 "leaders settle after the load" leaders_settled
+settle "leaders settle after the load"
 eps=()
 for i in $(seq 1 "$CL_N"); do eps+=("$(node_ep "$i")"); done
 $TT verify "$CL_CERTS" "$CL_DIR/acked.tsv" strong "${eps[@]}" ||

@@ -13,7 +13,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
 cl_start 3
-wait_for 40 "leaders settle after start" leaders_settled
+settle "leaders settle after start"
 cli put pm-key before-restart >/dev/null || fail "put before the restart"
 
 members=$(seq 1 3 | while read -r i; do echo "$i=$(node_ep "$i")"; done | paste -sd,)
@@ -49,7 +49,7 @@ done
 [ "$(cat "$CL_DIR/node-3/data/node.meta")" = "$meta_before" ] || fail "node.meta changed"
 node_restart 3
 wait_for 20 "node 3 healthy after the right restart" $TT http "$(node_http 3)" /health
-wait_for 40 "leaders settle" leaders_settled
+settle "leaders settle"
 r=$($TT get "$(node_ep 3)" "$CL_CERTS" pm-key fast)
 grep -q '"value": "before-restart"' <<<"$r" || fail "node 3 lost its data: $r"
 say "node 3 restarted with 64 partitions serves its data: $r"
@@ -62,7 +62,7 @@ echo $! >"$CL_DIR/node-3/pid" # so the cleanup stops it
 refused() { grep -q "runs with 32 partitions, this node with 64" "$(node_log 1)" "$(node_log 2)"; }
 wait_for 20 "peers refusing the 32-partition node" refused
 say "peers: $(grep -h "runs with 32 partitions" "$(node_log 1)" "$(node_log 2)" | head -n 1)"
-wait_for 40 "nodes 1 and 2 lead every partition" leaders_settled 1 2
+settle "nodes 1 and 2 lead every partition" 1 2
 cli --timeout 20000 put pm-key2 during >/dev/null ||
     fail "the cluster stopped serving next to the foreign node"
 v=$(cli --timeout 20000 get pm-key2 2>/dev/null) || fail "get next to the foreign node"

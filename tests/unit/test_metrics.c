@@ -106,8 +106,7 @@ static size_t check_exposition(const char *text)
             if (in_buckets && v < last_bucket) fail_msg("buckets not cumulative: %s", lines);
             in_buckets = !isinf(bound);
             last_le = in_buckets ? bound : -INFINITY;
-            last_bucket = in_buckets ? v : 0;
-            if (!in_buckets) last_bucket = v; /* +Inf: compared with _count below */
+            last_bucket = v; /* after +Inf: compared with _count below */
             continue;
         }
         snprintf(want, sizeof(want), "%s_count", fam);

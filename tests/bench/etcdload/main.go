@@ -124,6 +124,7 @@ func main() {
 	rnd := rand.New(rand.NewSource(*seed))
 	value := make([]byte, *valueSize)
 	rnd.Read(value)
+	val := string(value) // once: not a conversion per call in the measured loop
 	key := func(i int) string { return fmt.Sprintf("bench:%012d", i) }
 
 	if *workload == "read" {
@@ -140,7 +141,7 @@ func main() {
 						return
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					_, err := cls[w%len(cls)].Put(ctx, key(i), string(value))
+					_, err := cls[w%len(cls)].Put(ctx, key(i), val)
 					cancel()
 					if err != nil {
 						fmt.Fprintln(os.Stderr, "etcdload: preload:", err)
@@ -177,7 +178,7 @@ func main() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				var err error
 				if *workload == "write" {
-					_, err = cl.Put(ctx, k, string(value))
+					_, err = cl.Put(ctx, k, val)
 				} else {
 					_, err = cl.Get(ctx, k, opts...)
 				}

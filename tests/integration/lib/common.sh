@@ -34,13 +34,12 @@ node_log() { echo "$CL_DIR/node-$1/trined.log"; }
 # that is not alive.
 pid_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 node_alive() { pid_alive "$(node_pid "$1")"; }
-# node_kill I: kill -9 node I and wait (up to 10 s) until the process is gone, zombie
-# included: scripts/cluster.sh restart takes a zombie for a running node and would
-# not start it.
+# node_kill I: kill -9 node I and wait (up to 10 s) until it is no longer running (a
+# zombie counts as gone, as for scripts/cluster.sh restart).
 node_wait_gone() {
     local p n=0
     p=$(node_pid "$1")
-    while [ -n "$p" ] && kill -0 "$p" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+    while pid_alive "$p" && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 }
 node_kill() {
     scripts/cluster.sh kill "$1" --dir "$CL_DIR" >/dev/null
@@ -190,6 +189,14 @@ leaders_settled() {
     [ $# -gt 0 ] || set -- $(seq 1 "$CL_N")
     for i in "$@"; do ports+=("$(node_http "$i")"); done
     $TT leaders-agree "${ports[@]}"
+}
+
+# settle WHAT [node ids...]: wait (up to SETTLE_S) until leaders_settled.
+SETTLE_S=40
+settle() {
+    local what=$1
+    shift
+    wait_for "$SETTLE_S" "$what" leaders_settled "$@"
 }
 
 # The node (id) leading the most partitions.
