@@ -12,12 +12,16 @@
 #include "base/assert.h"
 #include "base/clock.h"
 
-static uint64_t splitmix64(uint64_t *x)
+uint64_t rng_mix64(uint64_t z)
 {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15u);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
     return z ^ (z >> 31);
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    return rng_mix64(*x += 0x9e3779b97f4a7c15u);
 }
 
 void rng_seed(struct rng *r, uint64_t seed)

@@ -13,6 +13,9 @@ struct rng {
 };
 
 void rng_seed(struct rng *r, uint64_t seed);
+/* splitmix64's finaliser: a bijection that spreads every input bit over the
+ * output; for combining seeds so that nearby inputs do not collide. */
+uint64_t rng_mix64(uint64_t x);
 uint64_t rng_next(struct rng *r);
 /* Uniform in [0, n); n > 0. */
 uint64_t rng_below(struct rng *r, uint64_t n);

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/rand.h"
 #include "metrics/metrics.h"
 #include "replica/replica_int.h"
 #include "wal/faultpoint.h"
@@ -555,11 +556,8 @@ static int start_group(struct replica *r, struct group *g, struct trine_err *err
     rc_cfg.lease_drift_ms = r->cfg.election_timeout_ms / 10;
     /* Mixed, not summed: raft_create xors the id in, and (id * G + p) ^ (id * G) would be
      * the same on every node for small p: identical timeouts, endless split votes. */
-    uint64_t x =
-        r->cfg.seed * 0x9e3779b97f4a7c15u ^ ((uint64_t)g->partition << 32 | r->cfg.node_id);
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
-    rc_cfg.seed = x ^ (x >> 31);
+    rc_cfg.seed = rng_mix64(r->cfg.seed * 0x9e3779b97f4a7c15u ^
+                            ((uint64_t)g->partition << 32 | r->cfg.node_id));
     /* Rank by ring order, so the next preferred replica replaces a lost primary in one
      * election round instead of racing the others into split votes. */
     for (uint32_t i = 0; i < g->conf.n; i++)
