@@ -44,11 +44,7 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 if [ $rebuild = 1 ] || [ ! -s "$tarball" ]; then
-    if ! command -v debootstrap >/dev/null 2>&1 && [ ! -x /usr/sbin/debootstrap ]; then
-        say "installing debootstrap"
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            debootstrap >/dev/null
-    fi
+    TRINE_DEPS_ONLY=debootstrap "$(dirname "$0")/install-deps.sh"
     root=$(mktemp -d "${TMPDIR:-/tmp}/trine-rootfs.XXXXXX")
     trap '$SUDO rm -rf "$root"' EXIT
     say "no registry: building $tag with debootstrap from $mirror (about a minute)"

@@ -3,7 +3,8 @@
 # Why each one is chosen: docs/architecture.md, "Dependencies".
 #   TRINE_DEPS_OPTIONAL=0 skips the tools only lint/fuzz need.
 #   TRINE_DEPS_EXTRA="pkg ..." adds packages a script needs (bench-compare.sh:
-#   etcd and Redis; docker-base.sh: debootstrap).
+#   etcd and Redis); TRINE_DEPS_ONLY="pkg ..." installs just those
+#   (docker-base.sh: debootstrap).
 set -euo pipefail
 
 required=(
@@ -24,6 +25,8 @@ optional=(
 
 want=("${required[@]}")
 [ "${TRINE_DEPS_OPTIONAL:-1}" = 1 ] && want+=("${optional[@]}")
+# shellcheck disable=SC2206 # a space-separated package list
+[ -n "${TRINE_DEPS_ONLY:-}" ] && want=(${TRINE_DEPS_ONLY})
 # shellcheck disable=SC2206 # a space-separated package list
 [ -n "${TRINE_DEPS_EXTRA:-}" ] && want+=(${TRINE_DEPS_EXTRA})
 
