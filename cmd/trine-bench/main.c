@@ -158,8 +158,11 @@ static void cluster_usage(FILE *f)
             "  --cacert F --cert F --key F   TLS (default $TRINE_CACERT, $TRINE_CERT, $TRINE_KEY)\n"
             "  --workload W          write | read | mixed:R/W | ycsb-a | ycsb-b | ycsb-c\n"
             "  --consistency C       fast | strong | all (default strong)\n"
-            "  --clients N           client handles (default 16)\n"
-            "  --pipeline N          concurrent calls per client (default 1)\n"
+            "  --clients N           closed-loop clients, one call outstanding each (default 16)\n"
+            "  --pipeline N          calls outstanding per client (default 1)\n"
+            "  --threads N           async engine threads (default 1)\n"
+            "  --conns N             connections per node per engine thread (default 4)\n"
+            "  --sync                blocking API instead: a handle per client, a thread per call\n"
             "  --keys N              key space (default 100000; read workloads preload it)\n"
             "  --key-dist D          uniform | zipf (ycsb-* use zipf)\n"
             "  --value-size B        bytes per value (default 256)\n"
@@ -187,6 +190,9 @@ static int cluster_main(int argc, char **argv)
                                              {"consistency", required_argument, 0, 'c'},
                                              {"clients", required_argument, 0, 'n'},
                                              {"pipeline", required_argument, 0, 'p'},
+                                             {"threads", required_argument, 0, 'T'},
+                                             {"conns", required_argument, 0, 'N'},
+                                             {"sync", no_argument, 0, 'Y'},
                                              {"keys", required_argument, 0, 'k'},
                                              {"key-dist", required_argument, 0, 'd'},
                                              {"value-size", required_argument, 0, 'v'},
@@ -231,6 +237,17 @@ static int cluster_main(int argc, char **argv)
         case 'p':
             if (parse_uint("--pipeline", optarg, 256, &v) || v == 0) return 2;
             o.pipeline = (uint32_t)v;
+            break;
+        case 'T':
+            if (parse_uint("--threads", optarg, 64, &v) || v == 0) return 2;
+            o.threads = (uint32_t)v;
+            break;
+        case 'N':
+            if (parse_uint("--conns", optarg, 64, &v) || v == 0) return 2;
+            o.conns = (uint32_t)v;
+            break;
+        case 'Y':
+            o.sync = true;
             break;
         case 'k':
             if (parse_uint("--keys", optarg, 100000000, &v) || v == 0) return 2;

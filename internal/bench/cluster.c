@@ -169,6 +169,79 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* ---- the async engine (default): logical clients as call slots ---- */
+
+struct aslot;
+
+struct aworker {
+    struct worker w;
+    trine_async_t *eng;
+    struct rng r;
+    struct aslot *slots;
+    uint32_t n_slots;
+};
+
+/* One closed-loop stream: a new call as soon as its last one completed. */
+struct aslot {
+    struct aworker *aw;
+    uint64_t t0;
+    bool read;
+};
+
+static void aslot_start(struct aslot *sl);
+
+static void aslot_done(void *arg, int rc, const struct trine_result *res, const void *value,
+                       size_t value_len)
+{
+    (void)res;
+    (void)value;
+    (void)value_len;
+    struct aslot *sl = arg;
+    struct worker *w = &sl->aw->w;
+    if (sl->read && rc == -TRINE_ENOT_FOUND) rc = 0; /* an absent key is an answer */
+    hist_record(&w->lat, now_us() - sl->t0);
+    w->ops++;
+    if (sl->read)
+        w->reads++;
+    else
+        w->writes++;
+    atomic_fetch_add(&w->sh->ops_done, 1);
+    if (rc) count_error(w, rc);
+    if (!atomic_load(&w->sh->stop)) aslot_start(sl);
+}
+
+static void aslot_start(struct aslot *sl)
+{
+    struct aworker *aw = sl->aw;
+    struct shared *sh = aw->w.sh;
+    const struct bench_cluster_opts *o = sh->o;
+    uint64_t k = sh->zipf ? zipf_next(&sh->zf, &aw->r) : rng_below(&aw->r, o->keys);
+    char key[32];
+    size_t klen;
+    key_of(k, key, &klen);
+    sl->read = rng_below(&aw->r, 100) < sh->read_pct;
+    struct trine_opts topts = {.consistency = (enum trine_consistency)o->consistency};
+    sl->t0 = now_us();
+    int rc = sl->read ? trine_async_get(aw->eng, key, klen, &topts, aslot_done, sl)
+                      : trine_async_put(aw->eng, key, klen, sh->value, o->value_bytes, &topts,
+                                        aslot_done, sl);
+    if (rc) {
+        count_error(&aw->w, rc);
+        aw->w.fatal = rc; /* a call that cannot even be queued will not start later */
+    }
+}
+
+static void *aworker_main(void *arg)
+{
+    struct aworker *aw = arg;
+    rng_seed(&aw->r, aw->w.seed);
+    for (uint32_t i = 0; i < aw->n_slots && !aw->w.fatal; i++)
+        aslot_start(&aw->slots[i]);
+    while (trine_async_inflight(aw->eng) > 0)
+        (void)trine_async_run(aw->eng, 100);
+    return NULL;
+}
+
 void bench_cluster_opts_default(struct bench_cluster_opts *o)
 {
     memset(o, 0, sizeof(*o));
@@ -176,6 +249,8 @@ void bench_cluster_opts_default(struct bench_cluster_opts *o)
     o->consistency = TRINE_CONSISTENCY_STRONG;
     o->clients = 16;
     o->pipeline = 1;
+    o->threads = 1;
+    o->conns = 4;
     o->keys = 100000;
     o->value_bytes = 256;
     o->seconds = 10;
@@ -309,10 +384,33 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
         }
     }
 
+    /* The async engine: o->threads threads, each one engine (its own
+     * connections) running its share of the clients x pipeline streams. */
+    uint32_t nstreams = o->clients * o->pipeline;
+    uint32_t nengines = o->sync ? 0 : (o->threads < nstreams ? o->threads : nstreams);
+    struct aworker *aw = nengines ? calloc(nengines, sizeof(*aw)) : NULL;
+    struct aslot *slots = nengines ? calloc(nstreams, sizeof(*slots)) : NULL;
+    if (!rc && nengines && (!aw || !slots)) rc = err_set(err, -TRINE_ENOMEM, "out of memory");
+    for (uint32_t e = 0, first = 0; !rc && e < nengines; e++) {
+        uint32_t n = nstreams / nengines + (e < nstreams % nengines ? 1 : 0);
+        aw[e].w.sh = &sh;
+        aw[e].w.seed = o->seed * 1000003u + e;
+        hist_init(&aw[e].w.lat);
+        aw[e].slots = &slots[first];
+        aw[e].n_slots = n;
+        for (uint32_t i = 0; i < n; i++)
+            slots[first + i].aw = &aw[e];
+        first += n;
+        if (trine_async_open(handles[0], o->conns, &aw[e].eng) != 0)
+            rc = err_set(err, -TRINE_ENOMEM, "cannot open an async engine");
+    }
+
     if (!rc) {
         uint32_t started = 0;
         uint64_t t0 = now_us(), deadline = t0 + (uint64_t)(o->seconds * 1e6);
-        for (; started < nthreads; started++)
+        for (; nengines && started < nengines; started++)
+            if (pthread_create(&t[started], NULL, aworker_main, &aw[started]) != 0) break;
+        for (; !nengines && started < nthreads; started++)
             if (pthread_create(&t[started], NULL, worker_main, &w[started]) != 0) break;
         uint64_t last_ops = 0, last = t0;
         while (now_us() < deadline) {
@@ -329,8 +427,17 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
         atomic_store(&sh.stop, 1);
         for (uint32_t i = 0; i < started; i++)
             pthread_join(t[i], NULL);
-        report(o, w, started, (double)(now_us() - t0) / 1e6);
+        double secs = (double)(now_us() - t0) / 1e6;
+        if (nengines) {
+            for (uint32_t e = 0; e < started; e++)
+                w[e] = aw[e].w;
+        }
+        report(o, w, started, secs);
     }
+    for (uint32_t e = 0; aw && e < nengines; e++)
+        trine_async_close(aw[e].eng);
+    free(aw);
+    free(slots);
     for (uint32_t i = 0; i < o->clients; i++)
         if (handles[i]) trine_client_close(handles[i]);
     free(handles);

@@ -8,9 +8,12 @@
  *   keys        `keys` distinct keys "bench:<12 digits>", chosen uniformly or
  *               by a scrambled Zipf distribution (theta 0.99, as YCSB), so
  *               hot keys spread over partitions; read workloads preload them
- *   concurrency `clients` handles, each with `pipeline` threads issuing
- *               synchronous calls (the library is synchronous: pipelining is
- *               concurrent calls on one handle's connection pool)
+ *   concurrency `clients` x `pipeline` closed-loop streams (each one call
+ *               outstanding, the next sent when it completes). By default
+ *               they run on the async API (trine_async_*): `threads` threads,
+ *               each an engine with up to `conns` connections per node, the
+ *               streams spread over them. With `sync`, the blocking API:
+ *               `clients` handles, each with `pipeline` threads.
  *
  * Every op's latency goes into an HDR-style histogram; errors are counted by
  * status code. A progress line goes to stderr every second.
@@ -30,6 +33,9 @@ struct bench_cluster_opts {
     int consistency;      /* enum trine_consistency */
     uint32_t clients;
     uint32_t pipeline;
+    bool sync;        /* blocking calls, a thread per stream */
+    uint32_t threads; /* async: engine threads */
+    uint32_t conns;   /* async: connections per node per engine */
     uint64_t keys;
     bool zipf;
     uint32_t value_bytes;

@@ -26,28 +26,21 @@
 #include "base/clock.h"
 #include "client/client_int.h"
 
-enum call_action {
-    ACT_FINAL,     /* return the status to the caller */
-    ACT_REDIRECT,  /* go to the hinted node now; without a hint refresh the map and back off */
-    ACT_BACKOFF,   /* back off and try again (maybe elsewhere) */
-    ACT_UNCERTAIN, /* as BACKOFF, and a write's outcome is now unknown */
-};
-
 static const struct {
     int code;
-    enum call_action act;
+    enum client_action act;
 } call_actions[] = {
-    {TRINE_ENOT_LEADER, ACT_REDIRECT}, {TRINE_ESTALE, ACT_REDIRECT},
-    {TRINE_EUNAVAILABLE, ACT_BACKOFF}, {TRINE_EBUSY, ACT_BACKOFF},
-    {TRINE_ETIMEOUT, ACT_UNCERTAIN},
+    {TRINE_ENOT_LEADER, CLIENT_ACT_REDIRECT}, {TRINE_ESTALE, CLIENT_ACT_REDIRECT},
+    {TRINE_EUNAVAILABLE, CLIENT_ACT_BACKOFF}, {TRINE_EBUSY, CLIENT_ACT_BACKOFF},
+    {TRINE_ETIMEOUT, CLIENT_ACT_UNCERTAIN},
 };
 
-static enum call_action call_action_of(int code)
+static enum client_action call_action_of(int code)
 {
     for (size_t i = 0; i < sizeof(call_actions) / sizeof(call_actions[0]); i++) {
         if (call_actions[i].code == code) return call_actions[i].act;
     }
-    return ACT_FINAL;
+    return CLIENT_ACT_FINAL;
 }
 
 /* The action for a reply: the table, except that UNAVAILABLE from the
@@ -55,11 +48,11 @@ static enum call_action call_action_of(int code)
  * of an `all` write with a replica down, final: nothing was written and a
  * retry cannot help before the replica is back. UNAVAILABLE naming no leader
  * (its primary is down) is worth a retry. */
-static enum call_action call_reply_action(int rc, const struct codec_rep_header *h)
+enum client_action client_reply_action(int rc, const struct codec_rep_header *h)
 {
     if (rc == -TRINE_EUNAVAILABLE && h->leader_hint.node_id != 0 &&
         h->leader_hint.node_id == h->served_by)
-        return ACT_FINAL;
+        return CLIENT_ACT_FINAL;
     return call_action_of(-rc);
 }
 
@@ -77,9 +70,23 @@ static const uint8_t call_wire_consistency[] = {
     [TRINE_CONSISTENCY_ALL] = CODEC_CONSISTENCY_ALL,
 };
 
-/* Sleeps the attempt's backoff: equal jitter over an exponential step,
- * never past the deadline. */
-static void call_backoff(struct trine_client *c, unsigned n, uint64_t deadline_ns)
+struct codec_req_header *client_req_identity(struct trine_client *c, struct codec_msg *m,
+                                             bool write, enum trine_consistency level)
+{
+    struct codec_req_header *hdr = codec_req_header(m);
+    hdr->client_id = c->client_id;
+    hdr->seq = write ? __atomic_add_fetch(&c->next_seq, 1, __ATOMIC_RELAXED) : 0;
+    hdr->consistency = call_wire_consistency[level];
+    return hdr;
+}
+
+void client_req_timeout(struct codec_req_header *hdr, uint64_t now_ns, uint64_t deadline_ns)
+{
+    uint64_t left_ms = now_ns < deadline_ns ? (deadline_ns - now_ns) / 1000000u : 0;
+    hdr->timeout_ms = left_ms == 0 ? 1 : left_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)left_ms;
+}
+
+uint64_t client_backoff_ns(struct trine_client *c, unsigned n)
 {
     uint64_t step_ms = CLIENT_BACKOFF_MIN_MS;
     for (unsigned i = 0; i < n && step_ms < CLIENT_BACKOFF_MAX_MS; i++)
@@ -88,7 +95,13 @@ static void call_backoff(struct trine_client *c, unsigned n, uint64_t deadline_n
     pthread_mutex_lock(&c->mu);
     uint64_t jitter_ns = rng_below(&c->rng, step_ms * 500000u + 1);
     pthread_mutex_unlock(&c->mu);
-    uint64_t sleep_ns = step_ms * 500000u + jitter_ns;
+    return step_ms * 500000u + jitter_ns;
+}
+
+/* Sleeps the attempt's backoff, never past the deadline. */
+static void call_backoff(struct trine_client *c, unsigned n, uint64_t deadline_ns)
+{
+    uint64_t sleep_ns = client_backoff_ns(c, n);
     uint64_t now = clock_mono_ns();
     if (now >= deadline_ns) return;
     if (now + sleep_ns > deadline_ns) sleep_ns = deadline_ns - now;
@@ -104,7 +117,7 @@ static const enum trine_consistency call_public_consistency[] = {
     [CODEC_CONSISTENCY_ALL] = TRINE_CONSISTENCY_ALL,
 };
 
-static void call_fill_result(struct trine_result *res, const struct codec_rep_header *h)
+void client_fill_result(struct trine_result *res, const struct codec_rep_header *h)
 {
     /* The level the node actually served (a fast cas runs strong): report
      * it, so a change is never silent. */
@@ -125,7 +138,7 @@ struct call_try {
     bool conn_ok;                 /* the connection may be pooled again */
     bool reused;                  /* the connection came from the pool */
     struct client_endpoint *hint; /* leader hint's endpoint, if any */
-    enum call_action act;         /* for a reply */
+    enum client_action act;       /* for a reply */
 };
 
 static void call_attempt(struct trine_client *c, const struct client_req *req,
@@ -158,7 +171,7 @@ static void call_attempt(struct trine_client *c, const struct client_req *req,
     t->replied = true;
     t->rc = client_status_from_wire(h->status);
     t->hint = client_route_hint(c, req->key, req->key_len, &h->leader_hint);
-    t->act = call_reply_action(t->rc, h);
+    t->act = client_reply_action(t->rc, h);
     if (t->rc != 0) {
         const char *name = status_name(t->rc);
         if (h->message.len > 0)
@@ -169,8 +182,8 @@ static void call_attempt(struct trine_client *c, const struct client_req *req,
             err_set(err, t->rc, "%s (node %llu at %s): %s", name, (unsigned long long)h->served_by,
                     ep->addr, status_message(t->rc));
     }
-    if (t->act == ACT_FINAL) {
-        call_fill_result(res, h);
+    if (t->act == CLIENT_ACT_FINAL) {
+        client_fill_result(res, h);
         if (req->on_reply != NULL && rep.type != CODEC_MSG_ERROR_REPLY) {
             int rc = req->on_reply(req->arg, &rep);
             if (rc != 0) t->rc = err_set(err, rc, "copying the reply: %s", status_message(rc));
@@ -188,11 +201,8 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
     uint64_t deadline_ns = client_deadline_ns(req->opts);
     enum trine_consistency level = client_consistency(req->opts);
     res->consistency = level;
-    struct codec_req_header *hdr = codec_req_header(req->msg);
+    struct codec_req_header *hdr = client_req_identity(c, req->msg, req->write, level);
     hdr->req_id = __atomic_add_fetch(&c->next_req_id, 1, __ATOMIC_RELAXED);
-    hdr->client_id = c->client_id;
-    hdr->seq = req->write ? __atomic_add_fetch(&c->next_seq, 1, __ATOMIC_RELAXED) : 0;
-    hdr->consistency = call_wire_consistency[level];
 
     struct buf frame;
     buf_init(&frame);
@@ -220,8 +230,7 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
         res->replicas = replicas;
         res->leader = leader;
 
-        uint64_t left_ms = (deadline_ns - now) / 1000000u;
-        hdr->timeout_ms = left_ms == 0 ? 1 : left_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)left_ms;
+        client_req_timeout(hdr, now, deadline_ns);
         buf_reset(&frame);
         int rc = codec_encode(&frame, req->msg, &c->limits, err);
         if (rc != 0) {
@@ -233,7 +242,7 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
         call_attempt(c, req, ep, &frame, hdr->req_id, deadline_ns, &t, res, &last_err);
         last = t.rc;
         last_replied = t.replied;
-        if (t.rc == 0 || (t.replied && t.act == ACT_FINAL)) {
+        if (t.rc == 0 || (t.replied && t.act == CLIENT_ACT_FINAL)) {
             buf_free(&frame);
             if (t.rc != 0) err_set(err, t.rc, "%s", last_err.msg);
             return t.rc;
@@ -254,9 +263,9 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
             call_backoff(c, backoffs++, deadline_ns);
             continue;
         }
-        enum call_action act = t.act;
-        if (act == ACT_UNCERTAIN && req->write) uncertain = true;
-        if (act == ACT_REDIRECT) {
+        enum client_action act = t.act;
+        if (act == CLIENT_ACT_UNCERTAIN && req->write) uncertain = true;
+        if (act == CLIENT_ACT_REDIRECT) {
             if (t.hint != NULL && t.hint != ep && hops < CLIENT_HINT_HOPS_MAX) {
                 hops++;
                 redirect = t.hint;

@@ -7,6 +7,7 @@
  *   call.c   one request with routing, retries and backoff
  *   client.c open/close, error reporting, status names
  *   kv.c     the public get/put/del/cas/scan/cluster calls
+ *   async.c  many calls in flight from one thread (trine_async_*)
  *
  * Locking: one mutex per handle (c->mu) guards the endpoint table, every
  * pool, the route cache and the jitter PRNG. It is never held across I/O: a
@@ -119,6 +120,18 @@ int client_conn_send(struct client_conn *conn, const uint8_t *p, size_t n, uint6
 int client_conn_recv(struct client_conn *conn, const struct codec_limits *lim, uint64_t deadline_ns,
                      struct codec_msg *out, struct trine_err *err);
 struct client_endpoint *client_conn_endpoint(const struct client_conn *conn);
+/* Non-blocking use by async.c: many requests in flight, the caller polls
+ * the fd. The _some calls move what they can without waiting: *n bytes (0
+ * with *want = POLLIN/POLLOUT: wait for that, then call again with the
+ * same or more bytes; a write must be retried). Errors as client_conn_send
+ * and client_conn_recv, and the connection must then be closed. */
+int client_conn_fd(const struct client_conn *conn);
+void client_conn_set_pipelined(struct client_conn *conn);
+bool client_conn_has_pending(const struct client_conn *conn);
+int client_conn_write_some(struct client_conn *conn, const uint8_t *p, size_t len, size_t *n,
+                           short *want, struct trine_err *err);
+int client_conn_read_some(struct client_conn *conn, uint8_t *p, size_t len, size_t *n,
+                          short *want, struct trine_err *err);
 
 /* ---- pool.c ---- */
 
@@ -186,8 +199,36 @@ struct client_req {
 int client_call(struct trine_client *c, const struct client_req *req, struct trine_result *res,
                 struct trine_err *err);
 
+/* What an outcome makes a call do next (call.c's table; async.c shares it). */
+enum client_action {
+    CLIENT_ACT_FINAL,     /* return the status to the caller */
+    CLIENT_ACT_REDIRECT,  /* go to the hinted node now; without a hint refresh the map and back off */
+    CLIENT_ACT_BACKOFF,   /* back off and try again (maybe elsewhere) */
+    CLIENT_ACT_UNCERTAIN, /* as BACKOFF, and a write's outcome is now unknown */
+};
+/* The action for a reply with status rc (an `all` refusal by the leader
+ * itself is final). */
+enum client_action client_reply_action(int rc, const struct codec_rep_header *h);
+/* Copies a final reply's header fields into res. */
+void client_fill_result(struct trine_result *res, const struct codec_rep_header *h);
+/* The n-th retry's backoff: equal jitter over an exponential step. */
+uint64_t client_backoff_ns(struct trine_client *c, unsigned n);
+/* Sets m's header identity for a new call: the handle's client id, a new
+ * seq for a write (kept by every retry), the wire level. Returns the header. */
+struct codec_req_header *client_req_identity(struct trine_client *c, struct codec_msg *m,
+                                             bool write, enum trine_consistency level);
+/* hdr->timeout_ms: what is left of the call before deadline_ns (>= 1). */
+void client_req_timeout(struct codec_req_header *hdr, uint64_t now_ns, uint64_t deadline_ns);
+
 /* Wire status (0 = ok) as a return code; unknown codes become INTERNAL. */
 int client_status_from_wire(unsigned status);
+
+/* ---- kv.c ---- */
+
+/* Argument checks of a key/value call (sizes against the codec limits, so an
+ * oversize key fails locally with TOO_LARGE and nothing is sent). */
+int client_kv_check(struct trine_client *c, const void *key, size_t key_len, const void *value,
+                    size_t value_len, bool key_required, struct trine_err *err);
 
 /* ---- client.c ---- */
 

@@ -10,8 +10,10 @@
  * is read, and the connection must then be closed (the caller does: a conn
  * that returned an error is never pooled).
  *
- * A connection carries one request at a time; its read buffer and decode
- * scratch hold the last reply until the next call on it.
+ * A pooled connection carries one request at a time; its read buffer and
+ * decode scratch hold the last reply until the next call on it. async.c
+ * drives its own connections with the non-blocking calls at the end
+ * (client_conn_*_some), many requests in flight on each.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -274,4 +276,59 @@ int client_conn_recv(struct client_conn *c, const struct codec_limits *lim, uint
     c->body.len = len;
     codec_scratch_reset(c->scratch);
     return codec_decode(c->body.data, len, lim, c->scratch, out, err);
+}
+
+/* ---- non-blocking use (async.c) ---- */
+
+int client_conn_fd(const struct client_conn *c)
+{
+    return c->fd;
+}
+
+void client_conn_set_pipelined(struct client_conn *c)
+{
+    /* The caller's output buffer grows (and moves) between a write that
+     * wanted to wait and its retry. */
+    SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+}
+
+bool client_conn_has_pending(const struct client_conn *c)
+{
+    return SSL_has_pending(c->ssl) == 1;
+}
+
+/* One SSL_read_ex or SSL_write_ex that does not wait: *n bytes moved, or 0
+ * with *want the poll event to wait for. */
+static int conn_ssl_some(struct client_conn *c, enum conn_op op, void *p, size_t len, size_t *n,
+                         short *want, const char *what, struct trine_err *err)
+{
+    *n = 0;
+    *want = 0;
+    ERR_clear_error();
+    errno = 0;
+    int r = op == CONN_READ ? SSL_read_ex(c->ssl, p, len, n)
+                            : SSL_write_ex(c->ssl, (const uint8_t *)p, len, n);
+    if (r == 1) return 0;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        *want = POLLIN;
+        return 0;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        *want = POLLOUT;
+        return 0;
+    }
+    return conn_ssl_fail(c->ssl, e, what, err);
+}
+
+int client_conn_write_some(struct client_conn *c, const uint8_t *p, size_t len, size_t *n,
+                           short *want, struct trine_err *err)
+{
+    return conn_ssl_some(c, CONN_WRITE, (void *)p, len, n, want, "send", err);
+}
+
+int client_conn_read_some(struct client_conn *c, uint8_t *p, size_t len, size_t *n, short *want,
+                          struct trine_err *err)
+{
+    return conn_ssl_some(c, CONN_READ, p, len, n, want, "receive", err);
 }

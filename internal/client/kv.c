@@ -11,7 +11,7 @@
 
 #include "client/client_int.h"
 
-static int kv_check(trine_client_t *c, const void *key, size_t key_len, const void *value,
+int client_kv_check(trine_client_t *c, const void *key, size_t key_len, const void *value,
                     size_t value_len, bool key_required, struct trine_err *err)
 {
     if (c == NULL) return err_set(err, -TRINE_EINVALID, "NULL client");
@@ -75,7 +75,7 @@ int trine_kv_put(trine_client_t *c, const void *key, size_t key_len, const void 
     struct trine_result local;
     if (res == NULL) res = &local;
     memset(res, 0, sizeof(*res));
-    if (kv_check(c, key, key_len, value, value_len, true, &err) != 0) return client_fail(c, &err);
+    if (client_kv_check(c, key, key_len, value, value_len, true, &err) != 0) return client_fail(c, &err);
     struct codec_msg m = {.type = CODEC_MSG_PUT_REQ};
     m.put_req.key = kv_bytes(key, key_len);
     m.put_req.value = kv_bytes(value, value_len);
@@ -119,7 +119,7 @@ int trine_kv_get(trine_client_t *c, const void *key, size_t key_len, const struc
         err_set(&err, -TRINE_EINVALID, "NULL value pointer");
         return c != NULL ? client_fail(c, &err) : err.code;
     }
-    if (kv_check(c, key, key_len, NULL, 0, true, &err) != 0) return client_fail(c, &err);
+    if (client_kv_check(c, key, key_len, NULL, 0, true, &err) != 0) return client_fail(c, &err);
     struct codec_msg m = {.type = CODEC_MSG_GET_REQ};
     m.get_req.key = kv_bytes(key, key_len);
     m.get_req.min_revision = opts != NULL ? opts->min_revision : 0;
@@ -152,7 +152,7 @@ int trine_kv_del(trine_client_t *c, const void *key, size_t key_len, const struc
     struct trine_result local;
     if (res == NULL) res = &local;
     memset(res, 0, sizeof(*res));
-    if (kv_check(c, key, key_len, NULL, 0, true, &err) != 0) return client_fail(c, &err);
+    if (client_kv_check(c, key, key_len, NULL, 0, true, &err) != 0) return client_fail(c, &err);
     struct codec_msg m = {.type = CODEC_MSG_DELETE_REQ};
     m.delete_req.key = kv_bytes(key, key_len);
     struct client_req req = {
@@ -168,7 +168,7 @@ int trine_kv_cas(trine_client_t *c, const void *key, size_t key_len, uint64_t ex
     struct trine_result local;
     if (res == NULL) res = &local;
     memset(res, 0, sizeof(*res));
-    if (kv_check(c, key, key_len, value, value_len, true, &err) != 0) return client_fail(c, &err);
+    if (client_kv_check(c, key, key_len, value, value_len, true, &err) != 0) return client_fail(c, &err);
     struct codec_msg m = {.type = CODEC_MSG_CAS_REQ};
     m.cas_req.key = kv_bytes(key, key_len);
     m.cas_req.expected_version = expected_version;
@@ -248,8 +248,8 @@ int trine_kv_scan(trine_client_t *c, const void *prefix, size_t prefix_len, cons
         return c != NULL ? client_fail(c, &err) : err.code;
     }
     *out = NULL;
-    if (kv_check(c, prefix, prefix_len, start_after, 0, false, &err) != 0 ||
-        kv_check(c, start_after, start_after_len, NULL, 0, false, &err) != 0)
+    if (client_kv_check(c, prefix, prefix_len, start_after, 0, false, &err) != 0 ||
+        client_kv_check(c, start_after, start_after_len, NULL, 0, false, &err) != 0)
         return client_fail(c, &err);
     struct kv_scan_out o = {.kvs = calloc(1, sizeof(struct trine_kvs)),
                             .want = limit == 0 ? SIZE_MAX : limit};

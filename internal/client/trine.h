@@ -214,6 +214,47 @@ struct trine_cluster {
 int trine_cluster_status(trine_client_t *c, const struct trine_opts *opts,
                          struct trine_cluster **out);
 
+/* ---- asynchronous calls ----------------------------------------------------
+ * A trine_async_t runs many calls at once from ONE thread, pipelined over a
+ * few connections per node (etcd's and Redis's clients work the same way):
+ * trine_async_put/get queue a call and return at once; trine_async_run does
+ * the I/O and calls each call's callback when it completes. Routing,
+ * retries, redirects, deadlines (opts->timeout_ms for the whole call) and
+ * the at-most-once identity of writes are those of the blocking calls.
+ *
+ * The engine belongs to the thread that runs it; the handle c may be used by
+ * other threads (blocking calls, other engines) at the same time. Its
+ * connections are its own: up to conns_per_node (1..64) to each node,
+ * opened when first needed (that connect and handshake blocks the thread,
+ * at most about a second).
+ *
+ * Callbacks run inside trine_async_run (and trine_async_close). rc is 0 or
+ * -TRINE_E* as the blocking call would return it; res is filled as there;
+ * value/value_len (get) are valid only during the callback; for a failing
+ * call trine_client_errmsg(c) has the detail during the callback. A
+ * callback may start new calls, but must not run or close the engine. */
+typedef struct trine_async trine_async_t;
+typedef void (*trine_async_fn)(void *arg, int rc, const struct trine_result *res,
+                               const void *value, size_t value_len);
+
+int trine_async_open(trine_client_t *c, unsigned conns_per_node, trine_async_t **out);
+/* Queue a put / get. 0, or -TRINE_E* at once for bad arguments (as the
+ * blocking call), -TRINE_EBUSY with 65536 calls in flight, -TRINE_ECLOSED;
+ * then fn is never called. */
+int trine_async_put(trine_async_t *a, const void *key, size_t key_len, const void *value,
+                    size_t value_len, const struct trine_opts *opts, trine_async_fn fn, void *arg);
+int trine_async_get(trine_async_t *a, const void *key, size_t key_len,
+                    const struct trine_opts *opts, trine_async_fn fn, void *arg);
+/* Sends what is queued and waits up to timeout_ms (< 0: no limit) until at
+ * least one call completes; returns how many completed (0: none in time, or
+ * nothing in flight), or -TRINE_EINVALID if called from a callback. */
+int trine_async_run(trine_async_t *a, int timeout_ms);
+/* Calls queued and not yet completed. */
+unsigned trine_async_inflight(const trine_async_t *a);
+/* Completes every call still in flight with -TRINE_ECLOSED (a write's
+ * outcome is then unknown), closes the engine's connections, frees it. */
+void trine_async_close(trine_async_t *a);
+
 void trine_free(void *p);
 void trine_kvs_free(struct trine_kvs *kvs);
 void trine_cluster_free(struct trine_cluster *cl);
