@@ -391,7 +391,7 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
     struct aworker *aw = nengines ? calloc(nengines, sizeof(*aw)) : NULL;
     struct aslot *slots = nengines ? calloc(nstreams, sizeof(*slots)) : NULL;
     if (!rc && nengines && (!aw || !slots)) rc = err_set(err, -TRINE_ENOMEM, "out of memory");
-    for (uint32_t e = 0, first = 0; !rc && e < nengines; e++) {
+    for (uint32_t e = 0, first = 0; !rc && aw && slots && e < nengines; e++) {
         uint32_t n = nstreams / nengines + (e < nstreams % nengines ? 1 : 0);
         aw[e].w.sh = &sh;
         aw[e].w.seed = o->seed * 1000003u + e;
@@ -428,7 +428,7 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
         for (uint32_t i = 0; i < started; i++)
             pthread_join(t[i], NULL);
         double secs = (double)(now_us() - t0) / 1e6;
-        if (nengines) {
+        if (aw != NULL) {
             for (uint32_t e = 0; e < started; e++)
                 w[e] = aw[e].w;
         }

@@ -30,9 +30,9 @@
 
 #define ASYNC_SLOT_BITS  16
 #define ASYNC_CALLS_MAX  (1u << ASYNC_SLOT_BITS) /* calls in flight per engine */
-#define ASYNC_READ_CHUNK (64u * 1024u)
-#define ASYNC_READ_MAX   (1u << 20) /* bytes read from one connection per pass */
-#define ASYNC_SCAN_NS    (5u * 1000000u) /* deadline check period */
+#define ASYNC_READ_CHUNK ((size_t)64 * 1024)
+#define ASYNC_READ_MAX   ((size_t)1 << 20) /* bytes read from one connection per pass */
+#define ASYNC_SCAN_NS    ((uint64_t)5 * 1000000) /* deadline check period */
 #define ASYNC_PER_NODE_MAX 64
 
 struct aconn {
@@ -202,7 +202,7 @@ static struct aconn *conn_for(struct trine_async *a, struct client_endpoint *ep,
     if ((best != NULL && best->inflight == 0) || open >= a->per_node) return best;
     if (a->n_conns == a->cap_conns) {
         size_t cap = a->cap_conns ? a->cap_conns * 2 : 8;
-        struct aconn **p = realloc(a->conns, cap * sizeof(*p));
+        struct aconn **p = realloc(a->conns, cap * sizeof(struct aconn *));
         if (p == NULL) return best;
         a->conns = p;
         a->cap_conns = cap;
@@ -489,9 +489,9 @@ static struct acall *call_new(struct trine_async *a)
     if (a->n_free == 0 && a->n_slots < ASYNC_CALLS_MAX) {
         uint32_t cap = a->n_slots ? a->n_slots * 2 : 64;
         if (cap > ASYNC_CALLS_MAX) cap = ASYNC_CALLS_MAX;
-        struct acall **s = realloc(a->slots, cap * sizeof(*s));
+        struct acall **s = realloc(a->slots, (size_t)cap * sizeof(struct acall *));
         if (s != NULL) a->slots = s;
-        uint32_t *f = realloc(a->free_slots, cap * sizeof(*f));
+        uint32_t *f = realloc(a->free_slots, (size_t)cap * sizeof(uint32_t));
         if (f != NULL) a->free_slots = f;
         for (uint32_t i = a->n_slots; s != NULL && f != NULL && i < cap; i++) {
             struct acall *k = calloc(1, sizeof(*k));
@@ -588,7 +588,7 @@ static size_t build_pollset(struct trine_async *a, bool *ready_now)
         size_t cap = a->n_conns * 2;
         struct pollfd *p = realloc(a->pfds, cap * sizeof(*p));
         if (p != NULL) a->pfds = p;
-        struct aconn **q = realloc(a->pconns, cap * sizeof(*q));
+        struct aconn **q = realloc(a->pconns, cap * sizeof(struct aconn *));
         if (q != NULL) a->pconns = q;
         if (p == NULL || q == NULL) return 0;
         a->cap_pfds = cap;
