@@ -28,11 +28,11 @@
 #include "base/clock.h"
 #include "client/client_int.h"
 
-#define ASYNC_SLOT_BITS  16
-#define ASYNC_CALLS_MAX  (1u << ASYNC_SLOT_BITS) /* calls in flight per engine */
-#define ASYNC_READ_CHUNK ((size_t)64 * 1024)
-#define ASYNC_READ_MAX   ((size_t)1 << 20) /* bytes read from one connection per pass */
-#define ASYNC_SCAN_NS    ((uint64_t)5 * 1000000) /* deadline check period */
+#define ASYNC_SLOT_BITS    16
+#define ASYNC_CALLS_MAX    (1u << ASYNC_SLOT_BITS) /* calls in flight per engine */
+#define ASYNC_READ_CHUNK   ((size_t)64 * 1024)
+#define ASYNC_READ_MAX     ((size_t)1 << 20)       /* bytes read from one connection per pass */
+#define ASYNC_SCAN_NS      ((uint64_t)5 * 1000000) /* deadline check period */
 #define ASYNC_PER_NODE_MAX 64
 
 struct aconn {
@@ -174,8 +174,8 @@ static void conn_fail(struct trine_async *a, struct aconn *cn, int rc, const str
         k->last = rc;
         k->last_replied = false;
         k->err = *why;
-        if (rc == -TRINE_EUNAUTHENTICATED || rc == -TRINE_EBAD_REQUEST ||
-            rc == -TRINE_ETOO_LARGE || rc == -TRINE_ENOMEM) {
+        if (rc == -TRINE_EUNAUTHENTICATED || rc == -TRINE_EBAD_REQUEST || rc == -TRINE_ETOO_LARGE ||
+            rc == -TRINE_ENOMEM) {
             if (k->write && sent)
                 err_set(&k->err, -TRINE_ETIMEOUT, "outcome unknown: the write was sent but %s",
                         why->msg);
@@ -262,8 +262,7 @@ static void conn_flush(struct trine_async *a, struct aconn *cn)
 
 /* ---- replies ---- */
 
-static void call_answer(struct trine_async *a, struct acall *k, struct codec_msg *rep,
-                        int rc)
+static void call_answer(struct trine_async *a, struct acall *k, struct codec_msg *rep, int rc)
 {
     const struct codec_rep_header *h = codec_rep_header(rep);
     client_fill_result(&k->res, h);
@@ -300,15 +299,16 @@ static void dispatch(struct trine_async *a, struct aconn *cn, const uint8_t *bod
     int rc = codec_decode(body, len, &a->c->limits, a->scratch, &rep, &err);
     const struct codec_rep_header *h = rc == 0 ? codec_rep_header(&rep) : NULL;
     if (h == NULL) {
-        if (rc == 0) err_set(&err, -TRINE_EBAD_REQUEST, "%s: a reply without a header", cn->ep->addr);
+        if (rc == 0)
+            err_set(&err, -TRINE_EBAD_REQUEST, "%s: a reply without a header", cn->ep->addr);
         conn_fail(a, cn, rc ? rc : -TRINE_EBAD_REQUEST, &err);
         return;
     }
     if (rep.type == CODEC_MSG_ERROR_REPLY && h->req_id == 0) {
         /* The node could not read a request at all: the stream is lost. */
         int st = client_status_from_wire(h->status);
-        err_set(&err, st ? st : -TRINE_EBAD_REQUEST, "%s: %.*s", cn->ep->addr,
-                (int)h->message.len, (const char *)h->message.data);
+        err_set(&err, st ? st : -TRINE_EBAD_REQUEST, "%s: %.*s", cn->ep->addr, (int)h->message.len,
+                (const char *)h->message.data);
         conn_fail(a, cn, err.code, &err);
         return;
     }
@@ -406,7 +406,8 @@ static void call_send(struct trine_async *a, struct acall *k, uint64_t now)
     if (ep == NULL) client_route_refresh(c, k->deadline_ns, false);
     uint32_t replicas = 0;
     uint64_t leader = 0;
-    struct client_endpoint *primary = client_route_leader(c, key->data, key->len, &replicas, &leader);
+    struct client_endpoint *primary =
+        client_route_leader(c, key->data, key->len, &replicas, &leader);
     if (ep == NULL) ep = primary;
     if (ep == NULL) ep = client_endpoint_any(c);
     k->res.replicas = replicas;
@@ -471,7 +472,7 @@ int trine_async_open(trine_client_t *c, unsigned conns_per_node, trine_async_t *
     struct trine_async *a = calloc(1, sizeof(*a));
     if (a == NULL) return -TRINE_ENOMEM;
     a->c = c;
-    a->per_node = conns_per_node == 0                    ? 1
+    a->per_node = conns_per_node == 0                   ? 1
                   : conns_per_node > ASYNC_PER_NODE_MAX ? ASYNC_PER_NODE_MAX
                                                         : conns_per_node;
     a->scratch = codec_scratch_new();

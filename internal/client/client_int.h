@@ -130,8 +130,8 @@ void client_conn_set_pipelined(struct client_conn *conn);
 bool client_conn_has_pending(const struct client_conn *conn);
 int client_conn_write_some(struct client_conn *conn, const uint8_t *p, size_t len, size_t *n,
                            short *want, struct trine_err *err);
-int client_conn_read_some(struct client_conn *conn, uint8_t *p, size_t len, size_t *n,
-                          short *want, struct trine_err *err);
+int client_conn_read_some(struct client_conn *conn, uint8_t *p, size_t len, size_t *n, short *want,
+                          struct trine_err *err);
 
 /* ---- pool.c ---- */
 
@@ -202,7 +202,8 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
 /* What an outcome makes a call do next (call.c's table; async.c shares it). */
 enum client_action {
     CLIENT_ACT_FINAL,     /* return the status to the caller */
-    CLIENT_ACT_REDIRECT,  /* go to the hinted node now; without a hint refresh the map and back off */
+    CLIENT_ACT_REDIRECT,  /* go to the hinted node now; without a hint refresh the map and back off
+                           */
     CLIENT_ACT_BACKOFF,   /* back off and try again (maybe elsewhere) */
     CLIENT_ACT_UNCERTAIN, /* as BACKOFF, and a write's outcome is now unknown */
 };

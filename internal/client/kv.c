@@ -75,7 +75,8 @@ int trine_kv_put(trine_client_t *c, const void *key, size_t key_len, const void 
     struct trine_result local;
     if (res == NULL) res = &local;
     memset(res, 0, sizeof(*res));
-    if (client_kv_check(c, key, key_len, value, value_len, true, &err) != 0) return client_fail(c, &err);
+    if (client_kv_check(c, key, key_len, value, value_len, true, &err) != 0)
+        return client_fail(c, &err);
     struct codec_msg m = {.type = CODEC_MSG_PUT_REQ};
     m.put_req.key = kv_bytes(key, key_len);
     m.put_req.value = kv_bytes(value, value_len);
@@ -168,7 +169,8 @@ int trine_kv_cas(trine_client_t *c, const void *key, size_t key_len, uint64_t ex
     struct trine_result local;
     if (res == NULL) res = &local;
     memset(res, 0, sizeof(*res));
-    if (client_kv_check(c, key, key_len, value, value_len, true, &err) != 0) return client_fail(c, &err);
+    if (client_kv_check(c, key, key_len, value, value_len, true, &err) != 0)
+        return client_fail(c, &err);
     struct codec_msg m = {.type = CODEC_MSG_CAS_REQ};
     m.cas_req.key = kv_bytes(key, key_len);
     m.cas_req.expected_version = expected_version;

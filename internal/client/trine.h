@@ -234,8 +234,8 @@ int trine_cluster_status(trine_client_t *c, const struct trine_opts *opts,
  * call trine_client_errmsg(c) has the detail during the callback. A
  * callback may start new calls, but must not run or close the engine. */
 typedef struct trine_async trine_async_t;
-typedef void (*trine_async_fn)(void *arg, int rc, const struct trine_result *res,
-                               const void *value, size_t value_len);
+typedef void (*trine_async_fn)(void *arg, int rc, const struct trine_result *res, const void *value,
+                               size_t value_len);
 
 int trine_async_open(trine_client_t *c, unsigned conns_per_node, trine_async_t **out);
 /* Queue a put / get. 0, or -TRINE_E* at once for bad arguments (as the
