@@ -161,7 +161,7 @@ static void cluster_usage(FILE *f)
             "  --clients N           closed-loop clients, one call outstanding each (default 16)\n"
             "  --pipeline N          calls outstanding per client (default 1)\n"
             "  --threads N           async engine threads (default 1)\n"
-            "  --conns N             connections per node per engine thread (default 4)\n"
+            "  --conns N             connections per node per engine thread (default 2)\n"
             "  --sync                blocking API instead: a handle per client, a thread per call\n"
             "  --keys N              key space (default 100000; read workloads preload it)\n"
             "  --key-dist D          uniform | zipf (ycsb-* use zipf)\n"

@@ -250,7 +250,7 @@ void bench_cluster_opts_default(struct bench_cluster_opts *o)
     o->clients = 16;
     o->pipeline = 1;
     o->threads = 1;
-    o->conns = 4;
+    o->conns = 2;
     o->keys = 100000;
     o->value_bytes = 256;
     o->seconds = 10;
@@ -296,13 +296,15 @@ static void report(const struct bench_cluster_opts *o, struct worker *w, uint32_
     const char *level = trine_consistency_name((enum trine_consistency)o->consistency);
     if (o->json) {
         printf("{\"workload\":\"%s\",\"consistency\":\"%s\",\"clients\":%u,\"pipeline\":%u,"
+               "\"engine\":\"%s\",\"threads\":%u,\"conns_per_node\":%u,"
                "\"keys\":%" PRIu64 ",\"key_dist\":\"%s\",\"value_bytes\":%u,\"seconds\":%.3f,"
                "\"ops\":%" PRIu64 ",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
                ",\"ops_per_s\":%.1f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
                ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"errors\":{",
-               o->workload, level, o->clients, o->pipeline, o->keys, o->zipf ? "zipf" : "uniform",
-               o->value_bytes, secs, ops, reads, writes, ops_s, p50, p99, p999,
-               all.count ? all.max : 0);
+               o->workload, level, o->clients, o->pipeline, o->sync ? "sync" : "async",
+               o->sync ? o->clients * o->pipeline : o->threads, o->sync ? 0 : o->conns, o->keys,
+               o->zipf ? "zipf" : "uniform", o->value_bytes, secs, ops, reads, writes, ops_s, p50,
+               p99, p999, all.count ? all.max : 0);
         bool first = true;
         for (int c = 0; c < CODES_MAX; c++) {
             if (!errors[c]) continue;

@@ -1212,6 +1212,243 @@ static void test_status_codes_match_proto(void **state)
     assert_string_equal(trine_consistency_name(TRINE_CONSISTENCY_DEFAULT), "strong");
 }
 
+/* ------------------------------------------------------------ async calls */
+
+struct async_rec {
+    int calls; /* callbacks seen */
+    int rc;
+    struct trine_result res;
+    char value[64];
+    size_t value_len;
+    char errmsg[TRINE_ERR_MSG_MAX];
+};
+
+static trine_client_t *async_client; /* for the errmsg in callbacks */
+
+static void async_done(void *arg, int rc, const struct trine_result *res, const void *value,
+                       size_t value_len)
+{
+    struct async_rec *r = arg;
+    r->calls++;
+    r->rc = rc;
+    r->res = *res;
+    r->value_len = value_len;
+    if (value_len > 0 && value_len < sizeof(r->value)) memcpy(r->value, value, value_len);
+    snprintf(r->errmsg, sizeof(r->errmsg), "%s", rc ? trine_client_errmsg(async_client) : "");
+}
+
+/* Runs a until nothing is in flight (bounded). */
+static void async_drain(trine_async_t *a)
+{
+    uint64_t t0 = clock_mono_ns();
+    while (trine_async_inflight(a) > 0) {
+        assert_true(trine_async_run(a, 100) >= 0);
+        assert_true(ms_since(t0) < 10000);
+    }
+}
+
+static void test_async_pipelined(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    struct fake *f = fake_start(1);
+    trine_client_t *c = open_client(f->addr);
+    async_client = c;
+    trine_async_t *a = NULL;
+    assert_int_equal(trine_async_open(c, 1, &a), 0);
+    static struct async_rec rec[N];
+    memset(rec, 0, sizeof(rec));
+    char key[32], val[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "ak%03d", i);
+        snprintf(val, sizeof(val), "value-%d", i);
+        struct trine_opts o = {.consistency =
+                                   i % 2 ? TRINE_CONSISTENCY_FAST : TRINE_CONSISTENCY_STRONG};
+        assert_int_equal(
+            trine_async_put(a, key, strlen(key), val, strlen(val), &o, async_done, &rec[i]), 0);
+    }
+    assert_int_equal(trine_async_inflight(a), N);
+    async_drain(a);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(rec[i].calls, 1);
+        assert_int_equal(rec[i].rc, 0);
+        assert_int_equal(rec[i].res.version, 1);
+        assert_int_equal(rec[i].res.served_by, 1);
+        assert_int_equal(rec[i].res.attempts, 1);
+        assert_int_equal(rec[i].res.consistency,
+                         i % 2 ? TRINE_CONSISTENCY_FAST : TRINE_CONSISTENCY_STRONG);
+    }
+    /* One identity, a seq per write; every put went out once. */
+    assert_int_equal(fake_count(f, CODEC_MSG_PUT_REQ), N);
+    struct fake_logged first = fake_nth(f, CODEC_MSG_PUT_REQ, 0);
+    for (int i = 1; i < N; i++) {
+        struct fake_logged p = fake_nth(f, CODEC_MSG_PUT_REQ, i);
+        assert_true(p.hdr.client_id == first.hdr.client_id);
+        assert_true(p.hdr.seq == first.hdr.seq + (uint64_t)i);
+        assert_true(p.hdr.req_id != first.hdr.req_id);
+    }
+    /* Reads hand the value to the callback; a missing key is NOT_FOUND. */
+    memset(rec, 0, sizeof(rec));
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "ak%03d", i);
+        assert_int_equal(trine_async_get(a, key, strlen(key), NULL, async_done, &rec[i]), 0);
+    }
+    struct async_rec missing = {0};
+    assert_int_equal(trine_async_get(a, "none", 4, NULL, async_done, &missing), 0);
+    async_drain(a);
+    for (int i = 0; i < N; i++) {
+        snprintf(val, sizeof(val), "value-%d", i);
+        assert_int_equal(rec[i].rc, 0);
+        assert_int_equal(rec[i].value_len, strlen(val));
+        assert_memory_equal(rec[i].value, val, strlen(val));
+        assert_int_equal(rec[i].res.version, 1);
+    }
+    assert_int_equal(missing.rc, -TRINE_ENOT_FOUND);
+    assert_non_null(strstr(missing.errmsg, "NOT_FOUND"));
+    /* The pooled connection of open's map fetch, and the engine's one. */
+    assert_int_equal(f->n_conns, 2);
+    trine_async_close(a);
+    trine_client_close(c);
+    fake_stop(f);
+}
+
+/* Closed loop: each callback starts the stream's next call. */
+struct async_stream {
+    trine_async_t *a;
+    int left, ok;
+};
+
+static void stream_next(void *arg, int rc, const struct trine_result *res, const void *value,
+                        size_t value_len)
+{
+    (void)res;
+    (void)value;
+    (void)value_len;
+    struct async_stream *s = arg;
+    if (rc == 0) s->ok++;
+    if (--s->left > 0)
+        assert_int_equal(trine_async_put(s->a, "loop", 4, "v", 1, NULL, stream_next, s), 0);
+}
+
+static void test_async_closed_loop(void **state)
+{
+    (void)state;
+    struct fake *f = fake_start(1);
+    trine_client_t *c = open_client(f->addr);
+    trine_async_t *a = NULL;
+    assert_int_equal(trine_async_open(c, 2, &a), 0);
+    struct async_stream st[8];
+    for (int i = 0; i < 8; i++) {
+        st[i] = (struct async_stream){.a = a, .left = 25};
+        assert_int_equal(trine_async_put(a, "loop", 4, "v", 1, NULL, stream_next, &st[i]), 0);
+    }
+    async_drain(a);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(st[i].ok, 25);
+    assert_int_equal(fake_count(f, CODEC_MSG_PUT_REQ), 200);
+    /* A callback must not run the engine; running with nothing in flight returns 0. */
+    assert_int_equal(trine_async_run(a, 50), 0);
+    trine_async_close(a);
+    trine_client_close(c);
+    fake_stop(f);
+}
+
+static void test_async_retries(void **state)
+{
+    (void)state;
+    /* NOT_LEADER with a hint: the call follows it, with the same identity. */
+    struct fake *a = fake_start(1), *b = fake_start(2);
+    fake_add_member(a, b);
+    fake_set_hook(a, hook_not_leader_hint);
+    trine_client_t *c = open_client(a->addr);
+    trine_async_t *e = NULL;
+    assert_int_equal(trine_async_open(c, 1, &e), 0);
+    struct async_rec r = {0};
+    assert_int_equal(trine_async_put(e, "k", 1, "v", 1, NULL, async_done, &r), 0);
+    async_drain(e);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.res.served_by, 2);
+    assert_int_equal(r.res.attempts, 2);
+    struct fake_logged pa = fake_nth(a, CODEC_MSG_PUT_REQ, 0);
+    struct fake_logged pb = fake_nth(b, CODEC_MSG_PUT_REQ, 0);
+    assert_true(pa.hdr.client_id == pb.hdr.client_id && pa.hdr.seq == pb.hdr.seq);
+    trine_async_close(e);
+    trine_client_close(c);
+    fake_stop(a);
+    fake_stop(b);
+
+    /* A dropped connection: the write goes again on a new one, same seq;
+     * UNAVAILABLE / BUSY back off and retry. */
+    a = fake_start(1);
+    fake_set_hook(a, hook_drop_first_put);
+    c = open_client(a->addr);
+    assert_int_equal(trine_async_open(c, 1, &e), 0);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(trine_async_put(e, "k", 1, "v", 1, NULL, async_done, &r), 0);
+    async_drain(e);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.res.attempts, 2);
+    struct fake_logged p0 = fake_nth(a, CODEC_MSG_PUT_REQ, 0);
+    struct fake_logged p1 = fake_nth(a, CODEC_MSG_PUT_REQ, 1);
+    assert_true(p0.hdr.client_id == p1.hdr.client_id && p0.hdr.seq == p1.hdr.seq);
+    fake_set_hook(a, hook_unavailable_twice);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(trine_async_put(e, "k2", 2, "v", 1, NULL, async_done, &r), 0);
+    async_drain(e);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.res.attempts, 3);
+    /* Always UNAVAILABLE: retried until the deadline, then UNAVAILABLE. */
+    fake_set_hook(a, hook_always_unavailable);
+    memset(&r, 0, sizeof(r));
+    struct trine_opts o = {.timeout_ms = 200};
+    uint64_t t0 = clock_mono_ns();
+    assert_int_equal(trine_async_put(e, "k3", 2, "v", 1, &o, async_done, &r), 0);
+    async_drain(e);
+    assert_int_equal(r.rc, -TRINE_EUNAVAILABLE);
+    assert_true(r.res.attempts >= 2);
+    assert_in_range(ms_since(t0), 150, 2000);
+    trine_async_close(e);
+    trine_client_close(c);
+    fake_stop(a);
+}
+
+static void test_async_timeout_and_close(void **state)
+{
+    (void)state;
+    struct fake *f = fake_start(1);
+    fake_set_hook(f, hook_hold);
+    trine_client_t *c = open_client(f->addr);
+    async_client = c;
+    trine_async_t *a = NULL;
+    assert_int_equal(trine_async_open(c, 1, &a), 0);
+    struct trine_opts o = {.timeout_ms = 300};
+    struct async_rec w = {0}, g = {0}, closed = {0};
+    uint64_t t0 = clock_mono_ns();
+    assert_int_equal(trine_async_put(a, "k", 1, "v", 1, &o, async_done, &w), 0);
+    assert_int_equal(trine_async_get(a, "k", 1, &o, async_done, &g), 0);
+    async_drain(a);
+    assert_in_range(ms_since(t0), 290, 1500);
+    assert_int_equal(w.rc, -TRINE_ETIMEOUT);
+    assert_non_null(strstr(w.errmsg, "outcome unknown"));
+    assert_int_equal(g.rc, -TRINE_ETIMEOUT);
+    assert_null(strstr(g.errmsg, "outcome unknown"));
+    /* Bad arguments fail at once, without a callback. */
+    char big[70000];
+    memset(big, 'k', sizeof(big));
+    assert_int_equal(trine_async_put(a, big, sizeof(big), "v", 1, NULL, async_done, &closed),
+                     -TRINE_ETOO_LARGE);
+    assert_int_equal(trine_async_get(a, "", 0, NULL, async_done, &closed), -TRINE_EBAD_REQUEST);
+    assert_int_equal(closed.calls, 0);
+    /* Close completes what is in flight with CLOSED. */
+    assert_int_equal(trine_async_put(a, "k", 1, "v", 1, NULL, async_done, &closed), 0);
+    assert_int_equal(trine_async_run(a, 20), 0);
+    trine_async_close(a);
+    assert_int_equal(closed.calls, 1);
+    assert_int_equal(closed.rc, -TRINE_ECLOSED);
+    trine_client_close(c);
+    fake_stop(f);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -1248,6 +1485,10 @@ int main(void)
         cmocka_unit_test(test_routes_by_partition),
         cmocka_unit_test(test_threads_share_handle),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_async_pipelined),
+        cmocka_unit_test(test_async_closed_loop),
+        cmocka_unit_test(test_async_retries),
+        cmocka_unit_test(test_async_timeout_and_close),
     };
     return cmocka_run_group_tests_name("client", tests, group_setup, group_teardown);
 }
