@@ -12,14 +12,16 @@
  * (client id, one seq per write kept by its retries) are call.c's, so an
  * async call behaves as a blocking one (trine.h "Retries").
  *
- * Connections: up to per_node to each endpoint, not shared with the pools
- * of the blocking calls, opened on first need with client_conn_open
- * (blocking, at most CLIENT_CONNECT_MS) and then used without blocking. An
- * attempt goes to the endpoint's connection with the fewest calls in
- * flight; another opens while every one is busy and fewer than per_node are
- * open. A connection that fails is closed and its calls retried like a
- * failed attempt in call.c: at once if their frame never went out, else
- * after a backoff, a write then being "uncertain".
+ * Connections: per_node to each endpoint, not shared with the pools of the
+ * blocking calls, each opened on first need with client_conn_open
+ * (blocking, at most CLIENT_CONNECT_MS) and then used without blocking. A
+ * partition's calls always take the same one (partition % per_node), so a
+ * client's writes to a partition reach its primary in the order they were
+ * made: the cluster's dedupe remembers the last STORE_DEDUPE_PER_CLIENT
+ * seqs per partition and client, and refuses (STALE) one older than those.
+ * A connection that fails is closed and its calls retried like a failed
+ * attempt in call.c: at once if their frame never went out, else after a
+ * backoff, a write then being "uncertain".
  */
 #include <poll.h>
 #include <stdlib.h>
@@ -42,6 +44,7 @@ struct aconn {
     struct buf in;            /* bytes read that are not yet a whole frame */
     uint64_t queued, written; /* bytes ever queued / written on this connection */
     unsigned inflight;        /* calls whose current attempt is on it */
+    unsigned idx;             /* which of the endpoint's per_node connections */
     short want;               /* what the last write waits for (0: nothing) */
     bool dead;
 };
@@ -187,23 +190,21 @@ static void conn_fail(struct trine_async *a, struct aconn *cn, int rc, const str
     }
 }
 
-/* The connection for an attempt to ep (see the header comment), or NULL. */
-static struct aconn *conn_for(struct trine_async *a, struct client_endpoint *ep,
+/* Connection idx to ep (see the header comment), opened if needed, or NULL. */
+static struct aconn *conn_for(struct trine_async *a, struct client_endpoint *ep, unsigned idx,
                               uint64_t deadline_ns, struct trine_err *err)
 {
-    struct aconn *best = NULL;
-    unsigned open = 0;
     for (size_t i = 0; i < a->n_conns; i++) {
         struct aconn *cn = a->conns[i];
-        if (cn->ep != ep || cn->dead) continue;
-        open++;
-        if (best == NULL || cn->inflight < best->inflight) best = cn;
+        if (cn->ep == ep && cn->idx == idx && !cn->dead) return cn;
     }
-    if ((best != NULL && best->inflight == 0) || open >= a->per_node) return best;
     if (a->n_conns == a->cap_conns) {
         size_t cap = a->cap_conns ? a->cap_conns * 2 : 8;
         struct aconn **p = realloc(a->conns, cap * sizeof(struct aconn *));
-        if (p == NULL) return best;
+        if (p == NULL) {
+            err_set(err, -TRINE_ENOMEM, "out of memory");
+            return NULL;
+        }
         a->conns = p;
         a->cap_conns = cap;
     }
@@ -211,18 +212,19 @@ static struct aconn *conn_for(struct trine_async *a, struct client_endpoint *ep,
     struct client_conn *cc;
     int rc = client_conn_open(a->c, ep, deadline_ns < cap_ns ? deadline_ns : cap_ns, &cc, err);
     if (rc != 0) {
-        if (best == NULL && rc != -TRINE_ETIMEOUT) client_endpoint_down(a->c, ep);
-        return best;
+        if (rc != -TRINE_ETIMEOUT) client_endpoint_down(a->c, ep);
+        return NULL;
     }
     struct aconn *cn = calloc(1, sizeof(*cn));
     if (cn == NULL) {
         client_conn_close(cc);
         err_set(err, -TRINE_ENOMEM, "out of memory");
-        return best;
+        return NULL;
     }
     client_conn_set_pipelined(cc);
     cn->cc = cc;
     cn->ep = ep;
+    cn->idx = idx;
     buf_init(&cn->out);
     buf_init(&cn->in);
     a->conns[a->n_conns++] = cn;
@@ -404,16 +406,16 @@ static void call_send(struct trine_async *a, struct acall *k, uint64_t now)
     struct client_endpoint *ep = k->redirect;
     k->redirect = NULL;
     if (ep == NULL) client_route_refresh(c, k->deadline_ns, false);
-    uint32_t replicas = 0;
+    uint32_t replicas = 0, partition = 0;
     uint64_t leader = 0;
     struct client_endpoint *primary =
-        client_route_leader(c, key->data, key->len, &replicas, &leader);
+        client_route_leader(c, key->data, key->len, &replicas, &leader, &partition);
     if (ep == NULL) ep = primary;
     if (ep == NULL) ep = client_endpoint_any(c);
     k->res.replicas = replicas;
     k->res.leader = leader;
     struct trine_err err = {0};
-    struct aconn *cn = conn_for(a, ep, k->deadline_ns, &err);
+    struct aconn *cn = conn_for(a, ep, partition % a->per_node, k->deadline_ns, &err);
     k->res.attempts++;
     if (cn == NULL) {
         k->last = err.code ? err.code : -TRINE_EUNAVAILABLE;

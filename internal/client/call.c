@@ -223,9 +223,9 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
         struct client_endpoint *ep = redirect;
         redirect = NULL;
         if (ep == NULL && req->key != NULL)
-            ep = client_route_leader(c, req->key, req->key_len, &replicas, &leader);
+            ep = client_route_leader(c, req->key, req->key_len, &replicas, &leader, NULL);
         else if (req->key != NULL)
-            (void)client_route_leader(c, req->key, req->key_len, &replicas, &leader);
+            (void)client_route_leader(c, req->key, req->key_len, &replicas, &leader, NULL);
         if (ep == NULL) ep = client_endpoint_any(c);
         res->replicas = replicas;
         res->leader = leader;

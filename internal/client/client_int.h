@@ -160,9 +160,11 @@ void client_pool_destroy(struct trine_client *c);
 
 uint32_t client_route_partition(uint32_t partitions, const void *key, size_t len);
 /* Endpoint of the cached primary of key's partition, or NULL (send anywhere).
- * *replicas gets the partition's replica count (0 unknown). */
+ * *replicas gets the partition's replica count (0 unknown), *partition
+ * (may be NULL) the partition (0 without a map). */
 struct client_endpoint *client_route_leader(struct trine_client *c, const void *key, size_t len,
-                                            uint32_t *replicas, uint64_t *leader);
+                                            uint32_t *replicas, uint64_t *leader,
+                                            uint32_t *partition);
 /* Applies a reply's leader hint for key (key NULL: only learns the address).
  * Returns the hinted endpoint, or NULL if the hint has no usable address. */
 struct client_endpoint *client_route_hint(struct trine_client *c, const void *key, size_t len,

@@ -49,14 +49,17 @@ static struct client_endpoint *route_learn(struct trine_client *c, uint64_t node
 }
 
 struct client_endpoint *client_route_leader(struct trine_client *c, const void *key, size_t len,
-                                            uint32_t *replicas, uint64_t *leader)
+                                            uint32_t *replicas, uint64_t *leader,
+                                            uint32_t *partition)
 {
     *replicas = 0;
     *leader = 0;
+    if (partition != NULL) *partition = 0;
     pthread_mutex_lock(&c->mu);
     struct client_endpoint *ep = NULL;
     if (c->route.partitions > 0) {
         uint32_t p = client_route_partition(c->route.partitions, key, len);
+        if (partition != NULL) *partition = p;
         *replicas = c->route.n_replicas[p];
         *leader = c->route.leader[p];
         ep = route_node(c, *leader);

@@ -47,6 +47,10 @@ static const struct opt opts[] = {
     {"max-value", OPT_SIZE, OFF(max_value_bytes), "1MiB", "largest value accepted"},
     {"log-level", OPT_LEVEL, OFF(log_level), "info", "debug | info | warn | error"},
     {"fsync", OPT_ONOFF, OFF(fsync), "on", "on | off (off loses data on power loss: tests only)"},
+    {"store-memtable", OPT_SIZE, OFF(store_memtable_bytes), "16MiB",
+     "leveldb memtable (larger: fewer flushes and compactions, more memory)"},
+    {"store-snappy", OPT_ONOFF, OFF(store_snappy), "off",
+     "snappy-compress stored blocks (on: less disk for compressible values, more CPU)"},
     {"repair", OPT_FLAG, OFF(repair), NULL,
      "cut the WAL at a corrupt record (reported) instead of refusing to start"},
 };
@@ -305,6 +309,8 @@ int config_validate(const struct server_config *c, struct trine_err *err)
         return err_set(err, -TRINE_EINVALID, "--vnodes must be in [1, 1024]");
     if (c->max_key_bytes == 0 || c->max_value_bytes == 0)
         return err_set(err, -TRINE_EINVALID, "--max-key and --max-value must be > 0");
+    if (c->store_memtable_bytes < (1ull << 20) || c->store_memtable_bytes > (1ull << 30))
+        return err_set(err, -TRINE_EINVALID, "--store-memtable must be 1MiB..1GiB");
     if (c->max_frame_bytes > (1ull << 31))
         return err_set(err, -TRINE_EINVALID, "--max-frame must be at most 2GiB");
     if (c->max_key_bytes + c->max_value_bytes + 4096 > c->max_frame_bytes)

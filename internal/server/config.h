@@ -46,6 +46,8 @@ struct server_config {
     uint64_t max_value_bytes;
     enum log_level log_level;
     bool fsync;
+    uint64_t store_memtable_bytes;
+    bool store_snappy;
     bool repair;     /* --repair: cut a corrupt WAL instead of refusing to start */
     char *owned[64]; /* heap copies behind the char * fields, freed by config_free */
     size_t nowned;

@@ -455,8 +455,11 @@ int server_create(const struct server_config *cfg, struct server **out, struct t
             memcpy(sets[p].nodes, set, n * sizeof(*set));
         }
     }
+    struct store_options so = {.write_buffer_bytes = (size_t)cfg->store_memtable_bytes,
+                               .snappy = cfg->store_snappy};
     if (!rc) {
         struct replica_config c = {
+            .store = &so,
             .node_id = cfg->id,
             .data_dir = cfg->data_dir,
             .partitions = cfg->partitions,

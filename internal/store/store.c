@@ -6,12 +6,19 @@
  *
  * leveldb options and why:
  * - create_if_missing: a new node starts with an empty store.
- * - write buffer 32 MiB (configurable): fewer level-0 files under the apply
- *   load; a bigger memtable also makes each store_sync() flush bigger.
+ * - write buffer 16 MiB (configurable, trined --store-memtable): fewer
+ *   level-0 files and compactions under the apply load than leveldb's 4 MiB
+ *   (compaction was a third of a node's CPU under sustained writes, see
+ *   docs/benchmarks.md); larger ones cost more in skiplist inserts and make
+ *   each store_sync() flush bigger.
  * - LRU block cache 64 MiB and a 10 bits/key bloom filter: gets of keys that
  *   are not in a table skip its blocks, which matters because every apply of
  *   an uncached key reads it first.
- * - snappy compression (leveldb's default), paranoid_checks off: a torn
+ * - no compression unless asked (trined --store-snappy on): compressing and
+ *   decompressing every block in flushes and compactions cost ~8 % of a
+ *   node's CPU under writes of incompressible values, and the WAL holds
+ *   values uncompressed anyway.
+ * - paranoid_checks off: a torn
  *   leveldb log tail after a power loss must not stop the node; the WAL
  *   replays from the applied index anyway. Snapshot and hash scans verify
  *   block checksums so corruption is not shipped to other replicas.
@@ -353,7 +360,7 @@ static int check_format(struct store *s)
 
 static void apply_defaults(struct store_options *o)
 {
-    if (o->write_buffer_bytes == 0) o->write_buffer_bytes = 4 * MIB;
+    if (o->write_buffer_bytes == 0) o->write_buffer_bytes = 16 * MIB;
     if (o->block_cache_bytes == 0) o->block_cache_bytes = 64 * MIB;
     if (o->bloom_bits_per_key == 0) o->bloom_bits_per_key = 10;
     if (o->max_open_files == 0) o->max_open_files = 1000;
@@ -385,6 +392,8 @@ int store_open(const char *dir, const struct store_options *opt, struct store **
     leveldb_options_set_create_if_missing(s->ldb_opts, 1);
     leveldb_options_set_write_buffer_size(s->ldb_opts, s->opt.write_buffer_bytes);
     leveldb_options_set_max_open_files(s->ldb_opts, s->opt.max_open_files);
+    leveldb_options_set_compression(s->ldb_opts, s->opt.snappy ? leveldb_snappy_compression
+                                                               : leveldb_no_compression);
     s->ldb_cache = leveldb_cache_create_lru(s->opt.block_cache_bytes);
     leveldb_options_set_cache(s->ldb_opts, s->ldb_cache);
     if (s->opt.bloom_bits_per_key > 0) {

@@ -50,7 +50,8 @@
 struct store;
 
 struct store_options {
-    size_t write_buffer_bytes; /* leveldb memtable; 0 = 32 MiB */
+    size_t write_buffer_bytes; /* leveldb memtable; 0 = 16 MiB */
+    bool snappy;               /* compress blocks (leveldb's default; off here) */
     size_t block_cache_bytes;  /* leveldb LRU block cache; 0 = 64 MiB */
     int bloom_bits_per_key;    /* leveldb bloom filter; 0 = 10, < 0 = none */
     int max_open_files;        /* 0 = 1000 */
