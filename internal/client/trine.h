@@ -226,7 +226,8 @@ int trine_cluster_status(trine_client_t *c, const struct trine_opts *opts,
  * other threads (blocking calls, other engines) at the same time. Its
  * connections are its own: up to conns_per_node (1..64) to each node,
  * opened when first needed (that connect and handshake blocks the thread,
- * at most about a second).
+ * at most about a second). A partition's calls always take the same
+ * connection, so a client's writes to a partition arrive in order.
  *
  * Callbacks run inside trine_async_run (and trine_async_close). rc is 0 or
  * -TRINE_E* as the blocking call would return it; res is filled as there;
