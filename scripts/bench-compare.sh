@@ -12,9 +12,13 @@
 #   - a 3-node Trine (scripts/cluster.sh, mutual TLS, fsync on),
 # and runs, one system at a time, for each client count: writes of 256-byte
 # values over 100,000 keys, and reads of 10,000 preloaded keys:
-#   Trine: trine-bench cluster (strong writes, fast writes, strong reads)
-#   etcd:  etcdload (puts; linearizable gets - etcd's default)
-#   Redis: redis-benchmark -t set,get (its own C client, one connection per client)
+#   Trine: trine-bench cluster (strong writes, fast writes, strong reads) on
+#          libtrine's async engine: the clients in one thread, pipelined over
+#          2 TLS connections per node
+#   etcd:  etcdload (puts; linearizable gets - etcd's default): a goroutine
+#          per client over min(clients, 16) gRPC connections
+#   Redis: redis-benchmark -t set,get (its own C client: one thread, one
+#          connection per client)
 # Each client has one request outstanding (closed loop). Each system gets a
 # 3-second warm-up first (Trine's leaders move to their preferred primaries). The table goes to
 # stdout and, unless --no-docs, into docs/benchmarks.md between the
@@ -31,7 +35,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
     --no-docs) docs=0; shift ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "bench-compare: unknown argument $1" >&2; exit 2 ;;
     esac
 done
