@@ -49,6 +49,8 @@ static const struct opt opts[] = {
     {"fsync", OPT_ONOFF, OFF(fsync), "on", "on | off (off loses data on power loss: tests only)"},
     {"store-memtable", OPT_SIZE, OFF(store_memtable_bytes), "16MiB",
      "leveldb memtable (larger: fewer flushes and compactions, more memory)"},
+    {"store-key-cache", OPT_U32, OFF(store_key_cache), "524288",
+     "per-key metadata cached in memory, entries of ~120 bytes (misses read leveldb)"},
     {"store-snappy", OPT_ONOFF, OFF(store_snappy), "off",
      "snappy-compress stored blocks (on: less disk for compressible values, more CPU)"},
     {"repair", OPT_FLAG, OFF(repair), NULL,
@@ -309,6 +311,8 @@ int config_validate(const struct server_config *c, struct trine_err *err)
         return err_set(err, -TRINE_EINVALID, "--vnodes must be in [1, 1024]");
     if (c->max_key_bytes == 0 || c->max_value_bytes == 0)
         return err_set(err, -TRINE_EINVALID, "--max-key and --max-value must be > 0");
+    if (c->store_key_cache < 1024 || c->store_key_cache > (1u << 28))
+        return err_set(err, -TRINE_EINVALID, "--store-key-cache must be 1024..268435456");
     if (c->store_memtable_bytes < (1ull << 20) || c->store_memtable_bytes > (1ull << 30))
         return err_set(err, -TRINE_EINVALID, "--store-memtable must be 1MiB..1GiB");
     if (c->max_frame_bytes > (1ull << 31))

@@ -47,6 +47,7 @@ struct server_config {
     enum log_level log_level;
     bool fsync;
     uint64_t store_memtable_bytes;
+    uint32_t store_key_cache; /* entries */
     bool store_snappy;
     bool repair;     /* --repair: cut a corrupt WAL instead of refusing to start */
     char *owned[64]; /* heap copies behind the char * fields, freed by config_free */

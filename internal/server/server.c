@@ -456,7 +456,8 @@ int server_create(const struct server_config *cfg, struct server **out, struct t
         }
     }
     struct store_options so = {.write_buffer_bytes = (size_t)cfg->store_memtable_bytes,
-                               .snappy = cfg->store_snappy};
+                               .snappy = cfg->store_snappy,
+                               .meta_cache_entries = cfg->store_key_cache};
     if (!rc) {
         struct replica_config c = {
             .store = &so,

@@ -364,7 +364,7 @@ static void apply_defaults(struct store_options *o)
     if (o->block_cache_bytes == 0) o->block_cache_bytes = 64 * MIB;
     if (o->bloom_bits_per_key == 0) o->bloom_bits_per_key = 10;
     if (o->max_open_files == 0) o->max_open_files = 1000;
-    if (o->meta_cache_entries == 0) o->meta_cache_entries = 131072;
+    if (o->meta_cache_entries == 0) o->meta_cache_entries = 524288;
     if (o->client_cache_entries == 0) o->client_cache_entries = 16384;
     if (o->dedupe_window == 0) o->dedupe_window = 1048576;
     if (o->key_filter_bytes == 0) o->key_filter_bytes = 64 * MIB;

@@ -57,7 +57,7 @@ struct store_options {
     int max_open_files;        /* 0 = 1000 */
     /* In-memory caches of per-key metadata and per-client dedupe records, so
      * most applies need no leveldb read. Slots, rounded up to a power of two;
-     * 0 = defaults (131072 and 16384); SIZE_MAX disables. */
+     * 0 = defaults (524288 and 16384); SIZE_MAX disables. */
     size_t meta_cache_entries;
     size_t client_cache_entries;
     /* Cap on the per-partition key-presence filters (about 5-8 bytes per
