@@ -91,6 +91,24 @@ struct trine_async {
 
 static void call_send(struct trine_async *a, struct acall *k, uint64_t now);
 
+/* The request's key field, and its value field in *value if asked (NULL
+ * for get and delete). */
+static struct codec_bytes *msg_key(struct codec_msg *m, struct codec_bytes **value)
+{
+    struct codec_bytes *key = &m->get_req.key, *val = NULL;
+    if (m->type == CODEC_MSG_PUT_REQ) {
+        key = &m->put_req.key;
+        val = &m->put_req.value;
+    } else if (m->type == CODEC_MSG_CAS_REQ) {
+        key = &m->cas_req.key;
+        val = &m->cas_req.value;
+    } else if (m->type == CODEC_MSG_DELETE_REQ) {
+        key = &m->delete_req.key;
+    }
+    if (value != NULL) *value = val;
+    return key;
+}
+
 /* ---- completion ---- */
 
 static void call_free_slot(struct trine_async *a, struct acall *k)
@@ -271,6 +289,8 @@ static void call_answer(struct trine_async *a, struct acall *k, struct codec_msg
     const void *value = NULL;
     size_t value_len = 0;
     if (rep->type == CODEC_MSG_PUT_REPLY) k->res.version = rep->put_reply.version;
+    if (rep->type == CODEC_MSG_CAS_REPLY)
+        k->res.version = rep->cas_reply.version; /* also on CAS_FAILED */
     if (rep->type == CODEC_MSG_GET_REPLY && rc == 0) {
         const struct codec_get_reply *g = &rep->get_reply;
         k->res.version = g->version;
@@ -325,8 +345,7 @@ static void dispatch(struct trine_async *a, struct aconn *cn, const uint8_t *bod
         return;
     }
     rc = client_status_from_wire(h->status);
-    const struct codec_bytes *key = &k->msg.put_req.key; /* put and get share the layout */
-    if (k->msg.type == CODEC_MSG_GET_REQ) key = &k->msg.get_req.key;
+    const struct codec_bytes *key = msg_key(&k->msg, NULL);
     struct client_endpoint *hint = client_route_hint(a->c, key->data, key->len, &h->leader_hint);
     enum client_action act = client_reply_action(rc, h);
     k->last = rc;
@@ -401,8 +420,7 @@ static void call_send(struct trine_async *a, struct acall *k, uint64_t now)
         return;
     }
     struct trine_client *c = a->c;
-    const struct codec_bytes *key =
-        k->msg.type == CODEC_MSG_GET_REQ ? &k->msg.get_req.key : &k->msg.put_req.key;
+    const struct codec_bytes *key = msg_key(&k->msg, NULL);
     struct client_endpoint *ep = k->redirect;
     k->redirect = NULL;
     if (ep == NULL) client_route_refresh(c, k->deadline_ns, false);
@@ -542,14 +560,11 @@ static int async_start(struct trine_async *a, struct codec_msg *m, const void *k
     if (value_len) memcpy(k->data.data + key_len, value, value_len);
     k->data.len = key_len + value_len;
     k->msg = *m;
-    struct codec_bytes kb = {.data = k->data.data, .len = (uint32_t)key_len};
-    if (m->type == CODEC_MSG_GET_REQ) {
-        k->msg.get_req.key = kb;
-    } else {
-        k->msg.put_req.key = kb;
-        k->msg.put_req.value =
-            (struct codec_bytes){.data = k->data.data + key_len, .len = (uint32_t)value_len};
-    }
+    struct codec_bytes *kb, *vb;
+    kb = msg_key(&k->msg, &vb);
+    *kb = (struct codec_bytes){.data = k->data.data, .len = (uint32_t)key_len};
+    if (vb != NULL)
+        *vb = (struct codec_bytes){.data = k->data.data + key_len, .len = (uint32_t)value_len};
     enum trine_consistency level = client_consistency(opts);
     (void)client_req_identity(a->c, &k->msg, write, level);
     k->write = write;
@@ -577,6 +592,23 @@ int trine_async_get(trine_async_t *a, const void *key, size_t key_len,
     struct codec_msg m = {.type = CODEC_MSG_GET_REQ};
     m.get_req.min_revision = opts != NULL ? opts->min_revision : 0;
     return async_start(a, &m, key, key_len, NULL, 0, false, opts, fn, arg);
+}
+
+int trine_async_del(trine_async_t *a, const void *key, size_t key_len,
+                    const struct trine_opts *opts, trine_async_fn fn, void *arg)
+{
+    struct codec_msg m = {.type = CODEC_MSG_DELETE_REQ};
+    return async_start(a, &m, key, key_len, NULL, 0, true, opts, fn, arg);
+}
+
+int trine_async_cas(trine_async_t *a, const void *key, size_t key_len, uint64_t expected_version,
+                    const void *value, size_t value_len, const struct trine_opts *opts,
+                    trine_async_fn fn, void *arg)
+{
+    struct codec_msg m = {.type = CODEC_MSG_CAS_REQ};
+    m.cas_req.expected_version = expected_version;
+    m.cas_req.ttl_ms = opts != NULL ? opts->ttl_ms : 0;
+    return async_start(a, &m, key, key_len, value, value_len, true, opts, fn, arg);
 }
 
 unsigned trine_async_inflight(const trine_async_t *a)

@@ -239,13 +239,20 @@ typedef void (*trine_async_fn)(void *arg, int rc, const struct trine_result *res
                                size_t value_len);
 
 int trine_async_open(trine_client_t *c, unsigned conns_per_node, trine_async_t **out);
-/* Queue a put / get. 0, or -TRINE_E* at once for bad arguments (as the
+/* Queue a put / get (del and cas below). 0, or -TRINE_E* at once for bad arguments (as the
  * blocking call), -TRINE_EBUSY with 65536 calls in flight, -TRINE_ECLOSED;
  * then fn is never called. */
 int trine_async_put(trine_async_t *a, const void *key, size_t key_len, const void *value,
                     size_t value_len, const struct trine_opts *opts, trine_async_fn fn, void *arg);
 int trine_async_get(trine_async_t *a, const void *key, size_t key_len,
                     const struct trine_opts *opts, trine_async_fn fn, void *arg);
+/* Delete and compare-and-set, as trine_kv_del / trine_kv_cas (a cas that
+ * fails completes with -TRINE_ECAS_FAILED and res->version the current one). */
+int trine_async_del(trine_async_t *a, const void *key, size_t key_len,
+                    const struct trine_opts *opts, trine_async_fn fn, void *arg);
+int trine_async_cas(trine_async_t *a, const void *key, size_t key_len, uint64_t expected_version,
+                    const void *value, size_t value_len, const struct trine_opts *opts,
+                    trine_async_fn fn, void *arg);
 /* Sends what is queued and waits up to timeout_ms (< 0: no limit) until at
  * least one call completes; returns how many completed (0: none in time, or
  * nothing in flight), or -TRINE_EINVALID if called from a callback. */

@@ -1353,6 +1353,44 @@ static void test_async_closed_loop(void **state)
     fake_stop(f);
 }
 
+static void test_async_cas_del(void **state)
+{
+    (void)state;
+    struct fake *f = fake_start(1);
+    trine_client_t *c = open_client(f->addr);
+    async_client = c;
+    trine_async_t *a = NULL;
+    assert_int_equal(trine_async_open(c, 1, &a), 0);
+    struct async_rec r[6];
+    memset(r, 0, sizeof(r));
+    /* Queued together, applied in order on the partition's connection. */
+    assert_int_equal(trine_async_cas(a, "c", 1, 0, "v1", 2, NULL, async_done, &r[0]), 0);
+    assert_int_equal(trine_async_cas(a, "c", 1, 1, "v2", 2, NULL, async_done, &r[1]), 0);
+    assert_int_equal(trine_async_cas(a, "c", 1, 1, "v3", 2, NULL, async_done, &r[2]), 0);
+    assert_int_equal(trine_async_get(a, "c", 1, NULL, async_done, &r[3]), 0);
+    assert_int_equal(trine_async_del(a, "c", 1, NULL, async_done, &r[4]), 0);
+    assert_int_equal(trine_async_get(a, "c", 1, NULL, async_done, &r[5]), 0);
+    async_drain(a);
+    assert_int_equal(r[0].rc, 0);
+    assert_int_equal(r[0].res.version, 1);
+    assert_int_equal(r[1].rc, 0);
+    assert_int_equal(r[1].res.version, 2);
+    assert_int_equal(r[2].rc, -TRINE_ECAS_FAILED);
+    assert_int_equal(r[2].res.version, 2); /* the current one */
+    assert_int_equal(r[3].rc, 0);
+    assert_memory_equal(r[3].value, "v2", 2);
+    assert_int_equal(r[4].rc, 0);
+    assert_int_equal(r[5].rc, -TRINE_ENOT_FOUND);
+    /* Writes: one seq each, in the order they were made. */
+    struct fake_logged c0 = fake_nth(f, CODEC_MSG_CAS_REQ, 0);
+    struct fake_logged c2 = fake_nth(f, CODEC_MSG_CAS_REQ, 2);
+    struct fake_logged d0 = fake_nth(f, CODEC_MSG_DELETE_REQ, 0);
+    assert_true(c2.hdr.seq == c0.hdr.seq + 2 && d0.hdr.seq == c0.hdr.seq + 3);
+    trine_async_close(a);
+    trine_client_close(c);
+    fake_stop(f);
+}
+
 static void test_async_retries(void **state)
 {
     (void)state;
@@ -1487,6 +1525,7 @@ int main(void)
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_async_pipelined),
         cmocka_unit_test(test_async_closed_loop),
+        cmocka_unit_test(test_async_cas_del),
         cmocka_unit_test(test_async_retries),
         cmocka_unit_test(test_async_timeout_and_close),
     };
