@@ -56,8 +56,9 @@ struct acall {
     struct codec_msg msg; /* the request; key and value point into data */
     struct buf data;
     bool write, uncertain, last_replied;
-    uint64_t deadline_ns, retry_at_ns; /* retry_at_ns: waiting to be sent (conn NULL) */
-    uint64_t frame_end;                /* conn->queued just after this attempt's frame */
+    uint64_t start_ns, deadline_ns;
+    uint64_t retry_at_ns; /* waiting to be sent (conn NULL) */
+    uint64_t frame_end;   /* conn->queued just after this attempt's frame */
     unsigned backoffs, hops;
     int last; /* the last attempt's outcome */
     struct aconn *conn;
@@ -138,28 +139,25 @@ static void call_complete(struct trine_async *a, struct acall *k, int rc, const 
     if (fn != NULL) fn(arg, rc, &res, value, value_len);
 }
 
-/* The deadline passed: the same verdicts as the end of client_call. */
+/* The deadline passed: client_call's verdicts. An attempt still in flight
+ * ends as a receive that timed out (a write whose frame went out is then
+ * uncertain). */
 static void call_expire(struct trine_async *a, struct acall *k)
 {
-    int rc;
+    if (k->conn != NULL) {
+        k->last = -TRINE_ETIMEOUT;
+        k->last_replied = false;
+        if (k->write && k->conn->written >= k->frame_end) k->uncertain = true;
+    }
     char last[sizeof(k->err.msg)];
     memcpy(last, k->err.msg, sizeof(last));
-    if (k->uncertain) {
-        rc = err_set(&k->err, -TRINE_ETIMEOUT,
-                     "outcome unknown: the write may or may not have been applied (%u "
-                     "attempts; last: %s)",
-                     k->res.attempts, last);
-    } else if (k->last == -TRINE_ETIMEOUT || k->conn != NULL) {
-        rc = err_set(&k->err, -TRINE_ETIMEOUT, "no answer in time after %u attempts",
-                     k->res.attempts);
-    } else {
-        rc = k->last_replied && k->last != 0 ? k->last : -TRINE_EUNAVAILABLE;
-        err_set(&k->err, rc, "no node could serve the request in time (%u attempts; last: %s)",
-                k->res.attempts, last);
-    }
-    if (k->conn != NULL && k->write && k->conn->written >= k->frame_end)
-        rc = err_set(&k->err, -TRINE_ETIMEOUT, "outcome unknown: the write was sent, no answer");
-    call_complete(a, k, rc, NULL, 0);
+    struct client_verdict v = {.uncertain = k->uncertain,
+                               .last = k->last,
+                               .last_replied = k->last_replied,
+                               .attempts = k->res.attempts,
+                               .took_ms = (clock_mono_ns() - k->start_ns) / 1000000u,
+                               .last_msg = last};
+    call_complete(a, k, client_give_up(&k->err, &v), NULL, 0);
 }
 
 static void call_retry_later(struct trine_async *a, struct acall *k, uint64_t now, bool backoff)
@@ -195,8 +193,7 @@ static void conn_fail(struct trine_async *a, struct aconn *cn, int rc, const str
         k->last = rc;
         k->last_replied = false;
         k->err = *why;
-        if (rc == -TRINE_EUNAUTHENTICATED || rc == -TRINE_EBAD_REQUEST || rc == -TRINE_ETOO_LARGE ||
-            rc == -TRINE_ENOMEM) {
+        if (client_transport_fatal(rc)) {
             if (k->write && sent)
                 err_set(&k->err, -TRINE_ETIMEOUT, "outcome unknown: the write was sent but %s",
                         why->msg);
@@ -282,32 +279,14 @@ static void conn_flush(struct trine_async *a, struct aconn *cn)
 
 /* ---- replies ---- */
 
-static void call_answer(struct trine_async *a, struct acall *k, struct codec_msg *rep, int rc)
+static void call_answer(struct trine_async *a, struct acall *k, const struct codec_msg *rep, int rc)
 {
-    const struct codec_rep_header *h = codec_rep_header(rep);
-    client_fill_result(&k->res, h);
+    client_reply_result(&k->res, rep);
     const void *value = NULL;
     size_t value_len = 0;
-    if (rep->type == CODEC_MSG_PUT_REPLY) k->res.version = rep->put_reply.version;
-    if (rep->type == CODEC_MSG_CAS_REPLY)
-        k->res.version = rep->cas_reply.version; /* also on CAS_FAILED */
     if (rep->type == CODEC_MSG_GET_REPLY && rc == 0) {
-        const struct codec_get_reply *g = &rep->get_reply;
-        k->res.version = g->version;
-        k->res.create_revision = g->create_revision;
-        k->res.mod_revision = g->mod_revision;
-        k->res.expire_at_ms = g->expire_at_ms;
-        value = g->value.data;
-        value_len = g->value.len;
-    }
-    if (rc != 0) {
-        if (h->message.len > 0)
-            err_set(&k->err, rc, "%s (node %llu): %.*s", status_name(rc),
-                    (unsigned long long)h->served_by, (int)h->message.len,
-                    (const char *)h->message.data);
-        else
-            err_set(&k->err, rc, "%s (node %llu): %s", status_name(rc),
-                    (unsigned long long)h->served_by, status_message(rc));
+        value = rep->get_reply.value.data;
+        value_len = rep->get_reply.value.len;
     }
     call_complete(a, k, rc, value, value_len);
 }
@@ -350,11 +329,11 @@ static void dispatch(struct trine_async *a, struct aconn *cn, const uint8_t *bod
     enum client_action act = client_reply_action(rc, h);
     k->last = rc;
     k->last_replied = true;
+    if (rc != 0) client_reply_error(&k->err, rc, h, cn->ep->addr);
     if (rc == 0 || act == CLIENT_ACT_FINAL) {
         call_answer(a, k, &rep, rc);
         return;
     }
-    err_set(&k->err, rc, "%s (node %llu)", status_name(rc), (unsigned long long)h->served_by);
     uint64_t now = clock_mono_ns();
     if (act == CLIENT_ACT_UNCERTAIN && k->write) k->uncertain = true;
     if (act == CLIENT_ACT_REDIRECT) {
@@ -439,7 +418,7 @@ static void call_send(struct trine_async *a, struct acall *k, uint64_t now)
         k->last = err.code ? err.code : -TRINE_EUNAVAILABLE;
         k->last_replied = false;
         k->err = err;
-        if (k->last == -TRINE_EUNAUTHENTICATED || k->last == -TRINE_ENOMEM) {
+        if (client_transport_fatal(k->last)) {
             call_complete(a, k, k->last, NULL, 0);
             return;
         }
@@ -551,7 +530,7 @@ static int async_start(struct trine_async *a, struct codec_msg *m, const void *k
         return client_fail(a->c, &err);
     }
     buf_reset(&k->data);
-    if (buf_reserve(&k->data, key_len + value_len + 1) != 0) {
+    if (buf_reserve(&k->data, key_len + value_len) != 0) {
         call_free_slot(a, k);
         err_set(&err, -TRINE_ENOMEM, "out of memory");
         return client_fail(a->c, &err);
@@ -569,12 +548,13 @@ static int async_start(struct trine_async *a, struct codec_msg *m, const void *k
     (void)client_req_identity(a->c, &k->msg, write, level);
     k->write = write;
     k->res.consistency = level;
+    k->start_ns = clock_mono_ns();
     k->deadline_ns = client_deadline_ns(opts);
     k->fn = fn;
     k->arg = arg;
     k->last = -TRINE_EUNAVAILABLE;
     err_set(&k->err, k->last, "no node tried");
-    call_send(a, k, clock_mono_ns());
+    call_send(a, k, k->start_ns);
     return 0;
 }
 

@@ -130,6 +130,59 @@ void client_fill_result(struct trine_result *res, const struct codec_rep_header 
     if (h->leader_hint.node_id != 0) res->leader = h->leader_hint.node_id;
 }
 
+void client_reply_result(struct trine_result *res, const struct codec_msg *rep)
+{
+    const struct codec_rep_header *h = codec_rep_header((struct codec_msg *)rep);
+    client_fill_result(res, h);
+    if (rep->type == CODEC_MSG_PUT_REPLY) res->version = rep->put_reply.version;
+    if (rep->type == CODEC_MSG_CAS_REPLY)
+        res->version = rep->cas_reply.version; /* CAS_FAILED too */
+    if (rep->type == CODEC_MSG_GET_REPLY && h->status == 0) {
+        const struct codec_get_reply *g = &rep->get_reply;
+        res->version = g->version;
+        res->create_revision = g->create_revision;
+        res->mod_revision = g->mod_revision;
+        res->expire_at_ms = g->expire_at_ms;
+    }
+}
+
+int client_reply_error(struct trine_err *err, int rc, const struct codec_rep_header *h,
+                       const char *addr)
+{
+    if (h->message.len > 0)
+        return err_set(err, rc, "%s (node %llu at %s): %.*s", status_name(rc),
+                       (unsigned long long)h->served_by, addr, (int)h->message.len,
+                       (const char *)h->message.data);
+    return err_set(err, rc, "%s (node %llu at %s): %s", status_name(rc),
+                   (unsigned long long)h->served_by, addr, status_message(rc));
+}
+
+bool client_transport_fatal(int rc)
+{
+    /* Certificates, a frame the node refused, memory: no retry fixes them. */
+    return rc == -TRINE_EUNAUTHENTICATED || rc == -TRINE_EBAD_REQUEST || rc == -TRINE_ETOO_LARGE ||
+           rc == -TRINE_ENOMEM;
+}
+
+int client_give_up(struct trine_err *err, const struct client_verdict *v)
+{
+    if (v->uncertain)
+        return err_set(err, -TRINE_ETIMEOUT,
+                       "outcome unknown: the write may or may not have been applied (no answer "
+                       "within %llu ms after %u attempts; last: %s)",
+                       (unsigned long long)v->took_ms, v->attempts, v->last_msg);
+    if (v->last == -TRINE_ETIMEOUT)
+        return err_set(err, -TRINE_ETIMEOUT,
+                       "no answer within %llu ms after %u attempts (last: %s)",
+                       (unsigned long long)v->took_ms, v->attempts, v->last_msg);
+    /* The last answer was UNAVAILABLE/BUSY/STALE/NOT_LEADER, or no node could
+     * be reached at all (UNAVAILABLE). */
+    int code = v->last_replied && v->last != 0 ? v->last : -TRINE_EUNAVAILABLE;
+    return err_set(err, code,
+                   "no node could serve the request within %llu ms (%u attempts; last: %s)",
+                   (unsigned long long)v->took_ms, v->attempts, v->last_msg);
+}
+
 /* One attempt's outcome. */
 struct call_try {
     int rc;                       /* 0, a reply status, or a transport error */
@@ -172,18 +225,9 @@ static void call_attempt(struct trine_client *c, const struct client_req *req,
     t->rc = client_status_from_wire(h->status);
     t->hint = client_route_hint(c, req->key, req->key_len, &h->leader_hint);
     t->act = client_reply_action(t->rc, h);
-    if (t->rc != 0) {
-        const char *name = status_name(t->rc);
-        if (h->message.len > 0)
-            err_set(err, t->rc, "%s (node %llu at %s): %.*s", name,
-                    (unsigned long long)h->served_by, ep->addr, (int)h->message.len,
-                    (const char *)h->message.data);
-        else
-            err_set(err, t->rc, "%s (node %llu at %s): %s", name, (unsigned long long)h->served_by,
-                    ep->addr, status_message(t->rc));
-    }
+    if (t->rc != 0) client_reply_error(err, t->rc, h, ep->addr);
     if (t->act == CLIENT_ACT_FINAL) {
-        client_fill_result(res, h);
+        client_reply_result(res, &rep);
         if (req->on_reply != NULL && rep.type != CODEC_MSG_ERROR_REPLY) {
             int rc = req->on_reply(req->arg, &rep);
             if (rc != 0) t->rc = err_set(err, rc, "copying the reply: %s", status_message(rc));
@@ -249,8 +293,7 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
         }
         if (!t.replied) {
             /* Transport failure. Certificates will not fix themselves. */
-            if (t.rc == -TRINE_EUNAUTHENTICATED || t.rc == -TRINE_EBAD_REQUEST ||
-                t.rc == -TRINE_ETOO_LARGE || t.rc == -TRINE_ENOMEM) {
+            if (client_transport_fatal(t.rc)) {
                 buf_free(&frame);
                 if (req->write && t.sent)
                     return err_set(err, -TRINE_ETIMEOUT,
@@ -279,20 +322,11 @@ int client_call(struct trine_client *c, const struct client_req *req, struct tri
         call_backoff(c, backoffs++, deadline_ns);
     }
     buf_free(&frame);
-    unsigned long long took_ms = (clock_mono_ns() - start_ns) / 1000000u;
-    if (uncertain)
-        return err_set(err, -TRINE_ETIMEOUT,
-                       "outcome unknown: the write may or may not have been applied (no answer "
-                       "within %llu ms after %u attempts; last: %s)",
-                       took_ms, res->attempts, last_err.msg);
-    if (last == -TRINE_ETIMEOUT)
-        return err_set(err, -TRINE_ETIMEOUT,
-                       "no answer within %llu ms after %u attempts (last: %s)", took_ms,
-                       res->attempts, last_err.msg);
-    /* The last answer was UNAVAILABLE/BUSY/STALE/NOT_LEADER, or no node could
-     * be reached at all (UNAVAILABLE). */
-    int code = last_replied && last != 0 ? last : -TRINE_EUNAVAILABLE;
-    return err_set(err, code,
-                   "no node could serve the request within %llu ms (%u attempts; last: %s)",
-                   took_ms, res->attempts, last_err.msg);
+    struct client_verdict v = {.uncertain = uncertain,
+                               .last = last,
+                               .last_replied = last_replied,
+                               .attempts = res->attempts,
+                               .took_ms = (clock_mono_ns() - start_ns) / 1000000u,
+                               .last_msg = last_err.msg};
+    return client_give_up(err, &v);
 }

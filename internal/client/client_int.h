@@ -214,6 +214,26 @@ enum client_action {
 enum client_action client_reply_action(int rc, const struct codec_rep_header *h);
 /* Copies a final reply's header fields into res. */
 void client_fill_result(struct trine_result *res, const struct codec_rep_header *h);
+/* client_fill_result, plus what the reply type carries: version (put, cas,
+ * CAS_FAILED's current one), a found key's metadata (get). */
+void client_reply_result(struct trine_result *res, const struct codec_msg *rep);
+/* err = a failed reply's status, naming the node (and its message). Returns rc. */
+int client_reply_error(struct trine_err *err, int rc, const struct codec_rep_header *h,
+                       const char *addr);
+/* A transport failure that no retry fixes (certificates, refused frame, memory). */
+bool client_transport_fatal(int rc);
+/* How a call ended without a final answer (its deadline passed). */
+struct client_verdict {
+    bool uncertain;    /* a write went out without a definite answer */
+    int last;          /* the last attempt's outcome */
+    bool last_replied; /* last came from a reply */
+    unsigned attempts;
+    uint64_t took_ms;
+    const char *last_msg;
+};
+/* The status and message of such a call: TIMEOUT "outcome unknown" for an
+ * uncertain write, TIMEOUT, else the last reply's status or UNAVAILABLE. */
+int client_give_up(struct trine_err *err, const struct client_verdict *v);
 /* The n-th retry's backoff: equal jitter over an exponential step. */
 uint64_t client_backoff_ns(struct trine_client *c, unsigned n);
 /* Sets m's header identity for a new call: the handle's client id, a new

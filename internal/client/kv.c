@@ -43,29 +43,13 @@ static int kv_run(trine_client_t *c, struct client_req *req, struct trine_result
     return 0;
 }
 
-static int kv_version_of(void *arg, const struct codec_msg *m)
-{
-    struct trine_result *res = arg;
-    if (m->type == CODEC_MSG_PUT_REPLY) res->version = m->put_reply.version;
-    if (m->type == CODEC_MSG_CAS_REPLY) res->version = m->cas_reply.version;
-    return 0;
-}
-
-/* The shared tail of put and cas: route by key as a write, keep the reply's version. */
+/* The shared tail of put and cas: route by key as a write (res gets the
+ * reply's version, client_reply_result). */
 static int kv_write(trine_client_t *c, struct codec_msg *m, const void *key, size_t key_len,
                     const struct trine_opts *opts, struct trine_result *res, struct trine_err *err)
 {
-    struct trine_result version = {0};
-    struct client_req req = {.msg = m,
-                             .key = key,
-                             .key_len = key_len,
-                             .write = true,
-                             .opts = opts,
-                             .on_reply = kv_version_of,
-                             .arg = &version};
-    int rc = kv_run(c, &req, res, err);
-    res->version = version.version;
-    return rc;
+    struct client_req req = {.msg = m, .key = key, .key_len = key_len, .write = true, .opts = opts};
+    return kv_run(c, &req, res, err);
 }
 
 int trine_kv_put(trine_client_t *c, const void *key, size_t key_len, const void *value,
@@ -85,7 +69,6 @@ int trine_kv_put(trine_client_t *c, const void *key, size_t key_len, const void 
 }
 
 struct kv_get_out {
-    struct trine_result *res;
     void *value;
     size_t len;
 };
@@ -99,11 +82,7 @@ static int kv_get_copy(void *arg, const struct codec_msg *m)
     if (o->value == NULL) return -TRINE_ENOMEM;
     if (g->value.len > 0) memcpy(o->value, g->value.data, g->value.len);
     ((char *)o->value)[g->value.len] = '\0';
-    o->len = g->value.len;
-    o->res->version = g->version;
-    o->res->create_revision = g->create_revision;
-    o->res->mod_revision = g->mod_revision;
-    o->res->expire_at_ms = g->expire_at_ms;
+    o->len = g->value.len; /* the metadata went to res: client_reply_result */
     return 0;
 }
 
@@ -124,8 +103,7 @@ int trine_kv_get(trine_client_t *c, const void *key, size_t key_len, const struc
     struct codec_msg m = {.type = CODEC_MSG_GET_REQ};
     m.get_req.key = kv_bytes(key, key_len);
     m.get_req.min_revision = opts != NULL ? opts->min_revision : 0;
-    struct trine_result meta = {0};
-    struct kv_get_out o = {.res = &meta};
+    struct kv_get_out o = {0};
     struct client_req req = {.msg = &m,
                              .key = key,
                              .key_len = key_len,
@@ -133,10 +111,6 @@ int trine_kv_get(trine_client_t *c, const void *key, size_t key_len, const struc
                              .on_reply = kv_get_copy,
                              .arg = &o};
     int rc = kv_run(c, &req, res, &err);
-    res->version = meta.version;
-    res->create_revision = meta.create_revision;
-    res->mod_revision = meta.mod_revision;
-    res->expire_at_ms = meta.expire_at_ms;
     if (rc != 0) {
         free(o.value);
         return rc;
