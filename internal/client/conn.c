@@ -121,39 +121,43 @@ static int conn_ssl_fail(SSL *ssl, int sslerr, const char *what, struct trine_er
     return client_ssl_error(err, -TRINE_EIO, "%s", what);
 }
 
-/* Drives one SSL operation to completion: op returns SSL_*_ex's result. */
 enum conn_op { CONN_HANDSHAKE, CONN_READ, CONN_WRITE };
 
+/* One SSL_connect, SSL_read_ex or SSL_write_ex that does not wait: *n bytes
+ * moved (0 for the handshake), or 0 with *want the poll event to wait for. */
+static int conn_ssl_some(struct client_conn *c, enum conn_op op, void *p, size_t len, size_t *n,
+                         short *want, const char *what, struct trine_err *err)
+{
+    *n = 0;
+    *want = 0;
+    ERR_clear_error();
+    errno = 0;
+    int r = op == CONN_HANDSHAKE ? SSL_connect(c->ssl)
+            : op == CONN_READ    ? SSL_read_ex(c->ssl, p, len, n)
+                                 : SSL_write_ex(c->ssl, (const uint8_t *)p, len, n);
+    if (r == 1) return 0;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        *want = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+        return 0;
+    }
+    return conn_ssl_fail(c->ssl, e, what, err);
+}
+
+/* Drives one SSL operation to completion before the deadline. */
 static int conn_ssl_io(struct client_conn *c, enum conn_op op, void *p, size_t n,
                        uint64_t deadline_ns, const char *what, struct trine_err *err)
 {
     size_t done = 0;
     for (;;) {
-        ERR_clear_error();
-        errno = 0;
-        size_t got = 0;
-        int r;
-        if (op == CONN_HANDSHAKE)
-            r = SSL_connect(c->ssl);
-        else if (op == CONN_READ)
-            r = SSL_read_ex(c->ssl, (uint8_t *)p + done, n - done, &got);
-        else
-            r = SSL_write_ex(c->ssl, (const uint8_t *)p + done, n - done, &got);
-        if (r == 1) {
-            done += got;
-            if (op == CONN_HANDSHAKE || done == n) return 0;
-            continue;
-        }
-        int e = SSL_get_error(c->ssl, r);
-        short ev;
-        if (e == SSL_ERROR_WANT_READ)
-            ev = POLLIN;
-        else if (e == SSL_ERROR_WANT_WRITE)
-            ev = POLLOUT;
-        else
-            return conn_ssl_fail(c->ssl, e, what, err);
-        int rc = conn_wait(c->fd, ev, deadline_ns, what, err);
+        size_t got;
+        short want;
+        void *at = op == CONN_HANDSHAKE ? NULL : (uint8_t *)p + done;
+        int rc = conn_ssl_some(c, op, at, n - done, &got, &want, what, err);
         if (rc != 0) return rc;
+        done += got;
+        if (want == 0 && (op == CONN_HANDSHAKE || done == n)) return 0;
+        if (want != 0 && (rc = conn_wait(c->fd, want, deadline_ns, what, err)) != 0) return rc;
     }
 }
 
@@ -295,30 +299,6 @@ void client_conn_set_pipelined(struct client_conn *c)
 bool client_conn_has_pending(const struct client_conn *c)
 {
     return SSL_has_pending(c->ssl) == 1;
-}
-
-/* One SSL_read_ex or SSL_write_ex that does not wait: *n bytes moved, or 0
- * with *want the poll event to wait for. */
-static int conn_ssl_some(struct client_conn *c, enum conn_op op, void *p, size_t len, size_t *n,
-                         short *want, const char *what, struct trine_err *err)
-{
-    *n = 0;
-    *want = 0;
-    ERR_clear_error();
-    errno = 0;
-    int r = op == CONN_READ ? SSL_read_ex(c->ssl, p, len, n)
-                            : SSL_write_ex(c->ssl, (const uint8_t *)p, len, n);
-    if (r == 1) return 0;
-    int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ) {
-        *want = POLLIN;
-        return 0;
-    }
-    if (e == SSL_ERROR_WANT_WRITE) {
-        *want = POLLOUT;
-        return 0;
-    }
-    return conn_ssl_fail(c->ssl, e, what, err);
 }
 
 int client_conn_write_some(struct client_conn *c, const uint8_t *p, size_t len, size_t *n,
