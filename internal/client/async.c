@@ -86,7 +86,8 @@ struct trine_async {
     struct codec_scratch *scratch;
     uint64_t attempts;
     uint64_t scan_at_ns;
-    unsigned done; /* completions in this trine_async_run */
+    uint64_t retry_due_ns; /* earliest waiting retry at the last scan */
+    unsigned done;         /* completions in this trine_async_run */
     bool in_run, closing;
 };
 
@@ -442,19 +443,24 @@ static void call_send(struct trine_async *a, struct acall *k, uint64_t now)
     cn->inflight++;
 }
 
-/* Due retries, and calls whose deadline passed (checked every ASYNC_SCAN_NS). */
+/* Due retries, and calls whose deadline passed (checked every ASYNC_SCAN_NS).
+ * Notes the earliest retry still waiting in a->retry_due_ns. */
 static void calls_scan(struct trine_async *a, uint64_t now)
 {
     bool deadlines = now >= a->scan_at_ns;
     if (deadlines) a->scan_at_ns = now + ASYNC_SCAN_NS;
+    a->retry_due_ns = UINT64_MAX;
     for (uint32_t i = 0; i < a->n_slots && (a->waiting > 0 || deadlines); i++) {
         struct acall *k = a->slots[i];
         if (!k->live) continue;
         if (k->conn == NULL && k->retry_at_ns != 0) {
-            if (k->retry_at_ns > now) continue;
+            if (k->retry_at_ns > now) {
+                if (k->retry_at_ns < a->retry_due_ns) a->retry_due_ns = k->retry_at_ns;
+                continue;
+            }
             k->retry_at_ns = 0;
             a->waiting--;
-            call_send(a, k, now);
+            call_send(a, k, now); /* if it waits again, its retry time is later than now */
         } else if (deadlines && k->conn != NULL && now >= k->deadline_ns) {
             call_expire(a, k);
         }
@@ -621,19 +627,6 @@ static size_t build_pollset(struct trine_async *a, bool *ready_now)
     return n;
 }
 
-static uint64_t next_timer_ns(const struct trine_async *a, uint64_t now)
-{
-    uint64_t t = a->scan_at_ns;
-    if (a->waiting > 0) {
-        for (uint32_t i = 0; i < a->n_slots; i++) {
-            const struct acall *k = a->slots[i];
-            if (k->live && k->conn == NULL && k->retry_at_ns != 0 && k->retry_at_ns < t)
-                t = k->retry_at_ns;
-        }
-    }
-    return t > now ? t : now;
-}
-
 int trine_async_run(trine_async_t *a, int timeout_ms)
 {
     if (a == NULL || a->in_run || a->closing) return -TRINE_EINVALID;
@@ -654,7 +647,9 @@ int trine_async_run(trine_async_t *a, int timeout_ms)
         }
         bool ready_now = false;
         size_t n = build_pollset(a, &ready_now);
-        uint64_t until = next_timer_ns(a, now);
+        /* Wake for the next deadline check or due retry (the scan above saw them all). */
+        uint64_t until = a->scan_at_ns < a->retry_due_ns ? a->scan_at_ns : a->retry_due_ns;
+        if (until < now) until = now;
         if (end < until) until = end;
         uint64_t wait_ms = ready_now ? 0 : (until - now + 999999u) / 1000000u;
         int r = poll(a->pfds, n, wait_ms > 1000 ? 1000 : (int)wait_ms);
