@@ -460,7 +460,9 @@ static void calls_scan(struct trine_async *a, uint64_t now)
             }
             k->retry_at_ns = 0;
             a->waiting--;
-            call_send(a, k, now); /* if it waits again, its retry time is later than now */
+            call_send(a, k, now);
+            if (k->live && k->retry_at_ns != 0 && k->retry_at_ns < a->retry_due_ns)
+                a->retry_due_ns = k->retry_at_ns; /* it failed again and waits */
         } else if (deadlines && k->conn != NULL && now >= k->deadline_ns) {
             call_expire(a, k);
         }
