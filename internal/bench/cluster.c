@@ -133,6 +133,28 @@ static void *preload_main(void *arg)
     return NULL;
 }
 
+/* The next op of a stream: its key (into key[32]) and whether it reads. */
+static bool next_op(const struct shared *sh, struct rng *r, char *key, size_t *klen)
+{
+    uint64_t k = sh->zipf ? zipf_next(&sh->zf, r) : rng_below(r, sh->o->keys);
+    key_of(k, key, klen);
+    return rng_below(r, 100) < sh->read_pct;
+}
+
+/* Accounts one completed op. */
+static void op_done(struct worker *w, bool read, uint64_t t0_us, int rc)
+{
+    if (read && rc == -TRINE_ENOT_FOUND) rc = 0; /* an absent key is an answer */
+    hist_record(&w->lat, now_us() - t0_us);
+    w->ops++;
+    if (read)
+        w->reads++;
+    else
+        w->writes++;
+    atomic_fetch_add(&w->sh->ops_done, 1);
+    if (rc) count_error(w, rc);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -142,11 +164,9 @@ static void *worker_main(void *arg)
     rng_seed(&r, w->seed);
     struct trine_opts topts = {.consistency = (enum trine_consistency)o->consistency};
     while (!atomic_load(&sh->stop)) {
-        uint64_t k = sh->zipf ? zipf_next(&sh->zf, &r) : rng_below(&r, o->keys);
         char key[32];
         size_t klen;
-        key_of(k, key, &klen);
-        bool read = rng_below(&r, 100) < sh->read_pct;
+        bool read = next_op(sh, &r, key, &klen);
         struct trine_result res;
         uint64_t t0 = now_us();
         int rc;
@@ -155,16 +175,10 @@ static void *worker_main(void *arg)
             size_t vl = 0;
             rc = trine_kv_get(w->c, key, klen, &topts, &v, &vl, &res);
             trine_free(v);
-            if (rc == -TRINE_ENOT_FOUND) rc = 0; /* an absent key is an answer */
-            w->reads++;
         } else {
             rc = trine_kv_put(w->c, key, klen, sh->value, o->value_bytes, &topts, &res);
-            w->writes++;
         }
-        hist_record(&w->lat, now_us() - t0);
-        w->ops++;
-        atomic_fetch_add(&sh->ops_done, 1);
-        if (rc) count_error(w, rc);
+        op_done(w, read, t0, rc);
     }
     return NULL;
 }
@@ -173,8 +187,9 @@ static void *worker_main(void *arg)
 
 struct aslot;
 
+/* One engine thread; its counts go to its worker (w). */
 struct aworker {
-    struct worker w;
+    struct worker *w;
     trine_async_t *eng;
     struct rng r;
     struct aslot *slots;
@@ -197,45 +212,34 @@ static void aslot_done(void *arg, int rc, const struct trine_result *res, const 
     (void)value;
     (void)value_len;
     struct aslot *sl = arg;
-    struct worker *w = &sl->aw->w;
-    if (sl->read && rc == -TRINE_ENOT_FOUND) rc = 0; /* an absent key is an answer */
-    hist_record(&w->lat, now_us() - sl->t0);
-    w->ops++;
-    if (sl->read)
-        w->reads++;
-    else
-        w->writes++;
-    atomic_fetch_add(&w->sh->ops_done, 1);
-    if (rc) count_error(w, rc);
-    if (!atomic_load(&w->sh->stop)) aslot_start(sl);
+    op_done(sl->aw->w, sl->read, sl->t0, rc);
+    if (!atomic_load(&sl->aw->w->sh->stop)) aslot_start(sl);
 }
 
 static void aslot_start(struct aslot *sl)
 {
     struct aworker *aw = sl->aw;
-    struct shared *sh = aw->w.sh;
+    struct shared *sh = aw->w->sh;
     const struct bench_cluster_opts *o = sh->o;
-    uint64_t k = sh->zipf ? zipf_next(&sh->zf, &aw->r) : rng_below(&aw->r, o->keys);
     char key[32];
     size_t klen;
-    key_of(k, key, &klen);
-    sl->read = rng_below(&aw->r, 100) < sh->read_pct;
+    sl->read = next_op(sh, &aw->r, key, &klen);
     struct trine_opts topts = {.consistency = (enum trine_consistency)o->consistency};
     sl->t0 = now_us();
     int rc = sl->read ? trine_async_get(aw->eng, key, klen, &topts, aslot_done, sl)
                       : trine_async_put(aw->eng, key, klen, sh->value, o->value_bytes, &topts,
                                         aslot_done, sl);
     if (rc) {
-        count_error(&aw->w, rc);
-        aw->w.fatal = rc; /* a call that cannot even be queued will not start later */
+        count_error(aw->w, rc);
+        aw->w->fatal = rc; /* a call that cannot even be queued will not start later */
     }
 }
 
 static void *aworker_main(void *arg)
 {
     struct aworker *aw = arg;
-    rng_seed(&aw->r, aw->w.seed);
-    for (uint32_t i = 0; i < aw->n_slots && !aw->w.fatal; i++)
+    rng_seed(&aw->r, aw->w->seed);
+    for (uint32_t i = 0; i < aw->n_slots && !aw->w->fatal; i++)
         aslot_start(&aw->slots[i]);
     while (trine_async_inflight(aw->eng) > 0)
         (void)trine_async_run(aw->eng, 100);
@@ -346,7 +350,10 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
     uint32_t npre = nthreads > PRELOAD_THREADS ? nthreads : PRELOAD_THREADS;
     struct worker *w = calloc(npre, sizeof(*w));
     pthread_t *t = calloc(npre, sizeof(*t));
-    trine_client_t **handles = calloc(o->clients, sizeof(trine_client_t *));
+    /* The blocking API: a handle per client. The async engines share one
+     * (so do the preload threads: a handle is thread-safe). */
+    uint32_t nhandles = o->sync ? o->clients : 1;
+    trine_client_t **handles = calloc(nhandles, sizeof(trine_client_t *));
     if (!sh.value || !w || !t || !handles) {
         free(sh.value);
         free(w);
@@ -357,16 +364,16 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
     int rc = 0;
     struct rng vr;
     rng_seed(&vr, o->seed);
-    if (!rc) rng_fill(&vr, sh.value, o->value_bytes);
+    rng_fill(&vr, sh.value, o->value_bytes);
     struct trine_tls tls = {o->ca_file, o->cert_file, o->key_file};
-    for (uint32_t i = 0; !rc && i < o->clients; i++) {
+    for (uint32_t i = 0; !rc && i < nhandles; i++) {
         char msg[256];
         if (trine_client_open(o->endpoints, &tls, &handles[i], msg, sizeof(msg)) != 0)
             rc = err_set(err, -TRINE_EUNAVAILABLE, "cannot open a client: %s", msg);
     }
     for (uint32_t i = 0; !rc && i < npre; i++) {
         w[i].sh = &sh;
-        w[i].c = handles[i % o->clients];
+        w[i].c = handles[i % nhandles];
         w[i].seed = o->seed * 1000003u + i;
         hist_init(&w[i].lat);
     }
@@ -395,9 +402,7 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
     if (!rc && nengines && (!aw || !slots)) rc = err_set(err, -TRINE_ENOMEM, "out of memory");
     for (uint32_t e = 0, first = 0; !rc && aw && slots && e < nengines; e++) {
         uint32_t n = nstreams / nengines + (e < nstreams % nengines ? 1 : 0);
-        aw[e].w.sh = &sh;
-        aw[e].w.seed = o->seed * 1000003u + e;
-        hist_init(&aw[e].w.lat);
+        aw[e].w = &w[e]; /* set up above like every worker */
         aw[e].slots = &slots[first];
         aw[e].n_slots = n;
         for (uint32_t i = 0; i < n; i++)
@@ -429,18 +434,13 @@ int bench_cluster_run(const struct bench_cluster_opts *o, struct trine_err *err)
         atomic_store(&sh.stop, 1);
         for (uint32_t i = 0; i < started; i++)
             pthread_join(t[i], NULL);
-        double secs = (double)(now_us() - t0) / 1e6;
-        if (aw != NULL) {
-            for (uint32_t e = 0; e < started; e++)
-                w[e] = aw[e].w;
-        }
-        report(o, w, started, secs);
+        report(o, w, started, (double)(now_us() - t0) / 1e6);
     }
     for (uint32_t e = 0; aw && e < nengines; e++)
         trine_async_close(aw[e].eng);
     free(aw);
     free(slots);
-    for (uint32_t i = 0; i < o->clients; i++)
+    for (uint32_t i = 0; i < nhandles; i++)
         if (handles[i]) trine_client_close(handles[i]);
     free(handles);
     free(t);
