@@ -502,6 +502,14 @@ void metrics_emit(struct metrics_sink *s, const char *labels, double value)
     if (rc < 0) sink_fail(s, rc);
 }
 
+void metrics_emit_scalars(struct metrics_sink *s, const struct metrics_scalar *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        metrics_emit_family(s, rows[i].name, rows[i].type, rows[i].help);
+        metrics_emit(s, NULL, (double)rows[i].value);
+    }
+}
+
 int metrics_render(struct metrics *m, struct buf *out)
 {
     int rc = 0;

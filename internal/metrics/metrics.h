@@ -93,6 +93,14 @@ void metrics_emit_family(struct metrics_sink *s, const char *name, enum metrics_
                          const char *help);
 /* One sample of the family started last; labels as for registration. */
 void metrics_emit(struct metrics_sink *s, const char *labels, double value);
+/* A plain scalar: a family of its own with one unlabeled sample. */
+struct metrics_scalar {
+    const char *name, *help;
+    enum metrics_type type;
+    uint64_t value;
+};
+/* metrics_emit_family + metrics_emit for each of rows[0..n). */
+void metrics_emit_scalars(struct metrics_sink *s, const struct metrics_scalar *rows, size_t n);
 
 /* Appends the whole registry in exposition format. Returns 0, -TRINE_ENOMEM, or
  * -TRINE_EINVALID / -TRINE_EEXISTS when a collector broke the rules above (the

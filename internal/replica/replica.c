@@ -329,11 +329,7 @@ static void collect_wal(struct replica *r, struct metrics_sink *k)
     struct wal_stats *w = malloc(sizeof(*w)); /* three histograms: too big for the stack */
     if (!w) return;
     wal_stats(r->wal, w);
-    const struct {
-        const char *name, *help;
-        enum metrics_type type;
-        uint64_t v;
-    } fs[] = {
+    const struct metrics_scalar fs[] = {
         {"trine_wal_appends_total", "WAL submissions (one per replica round with records).",
          METRICS_COUNTER, w->appends},
         {"trine_wal_batches_total",
@@ -352,10 +348,7 @@ static void collect_wal(struct replica *r, struct metrics_sink *k)
         {"trine_wal_queue_bytes", "Bytes submitted to the WAL and not yet taken by a group commit.",
          METRICS_GAUGE, w->queue_bytes},
     };
-    for (size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++) {
-        metrics_emit_family(k, fs[i].name, fs[i].type, fs[i].help);
-        emit_u64(k, NULL, fs[i].v);
-    }
+    metrics_emit_scalars(k, fs, sizeof(fs) / sizeof(fs[0]));
     free(w);
 }
 
@@ -363,27 +356,24 @@ static void collect_store(struct replica *r, struct metrics_sink *k)
 {
     struct store_stats st;
     store_stats(r->store, &st);
-    const struct {
-        const char *name, *help;
-        uint64_t v;
-    } cs[] = {
-        {"trine_store_applied_ops_total", "Operations applied to the store.", st.applied_ops},
+    const struct metrics_scalar cs[] = {
+        {"trine_store_applied_ops_total", "Operations applied to the store.", METRICS_COUNTER,
+         st.applied_ops},
         {"trine_store_apply_batches_total", "Partition batches applied (store_apply calls).",
-         st.batches},
+         METRICS_COUNTER, st.batches},
         {"trine_store_leveldb_writes_total",
-         "leveldb writes for them (one per replica round: partitions share it).", st.writes},
+         "leveldb writes for them (one per replica round: partitions share it).", METRICS_COUNTER,
+         st.writes},
         {"trine_store_duplicates_total", "Writes recognised as retries at apply (dedupe).",
-         st.duplicates},
+         METRICS_COUNTER, st.duplicates},
         {"trine_store_cache_hits_total", "Key metadata and dedupe lookups served from memory.",
-         st.cache_hits},
+         METRICS_COUNTER, st.cache_hits},
         {"trine_store_filter_skips_total", "New keys proven absent by the key filter.",
-         st.filter_skips},
-        {"trine_store_leveldb_reads_total", "Point reads that went to leveldb.", st.leveldb_reads},
+         METRICS_COUNTER, st.filter_skips},
+        {"trine_store_leveldb_reads_total", "Point reads that went to leveldb.", METRICS_COUNTER,
+         st.leveldb_reads},
     };
-    for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
-        metrics_emit_family(k, cs[i].name, METRICS_COUNTER, cs[i].help);
-        emit_u64(k, NULL, cs[i].v);
-    }
+    metrics_emit_scalars(k, cs, sizeof(cs) / sizeof(cs[0]));
     struct store_ldb_stats l;
     store_ldb_stats(r->store, &l);
     enum { LF_FILES, LF_BYTES, LF_SECS, LF_READ, LF_WRITTEN };

@@ -64,11 +64,7 @@ static void transport_collect(void *ctx, struct metrics_sink *k)
     struct server *s = ctx;
     struct transport_stats st;
     transport_stats(s->t, &st);
-    const struct {
-        const char *name, *help;
-        enum metrics_type type;
-        uint64_t v;
-    } rows[] = {
+    const struct metrics_scalar rows[] = {
         {"trine_connections", "Open connections, clients and peers, both directions.",
          METRICS_GAUGE, st.conns_open},
         {"trine_connections_accepted_total", "TCP connections accepted.", METRICS_COUNTER,
@@ -96,10 +92,7 @@ static void transport_collect(void *ctx, struct metrics_sink *k)
         {"trine_stalled_closes_total", "Connections closed because they stopped making progress.",
          METRICS_COUNTER, st.stalled_closes},
     };
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        metrics_emit_family(k, rows[i].name, rows[i].type, rows[i].help);
-        metrics_emit(k, NULL, (double)rows[i].v);
-    }
+    metrics_emit_scalars(k, rows, sizeof(rows) / sizeof(rows[0]));
 }
 
 int admin_metrics_init(struct server *s, struct trine_err *err)
